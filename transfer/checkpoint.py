@@ -1,0 +1,148 @@
+"""Checkpoints: atomic writes, safe loading, and the backbone export every other part reads.
+
+Two files per run:
+- ``checkpoint.pt``: the full training state for exact resume, written with ``torch.save`` and
+  read back only with ``torch.load(..., weights_only=True)`` (no code from a checkpoint runs);
+- ``backbone.safetensors``: the online backbone with torchvision key names, and its metadata
+  (method, form, arch, config, epochs, images seen, dataset, git commit, weights sha256) inside
+  the safetensors header, all values strings (JSON where structured).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .backbones import ResNetBackbone, backbone_from_arch
+from .errors import UserError
+
+EXPORT_FORMAT = "transfer.backbone/1"
+
+
+def atomic_write(path: Path, write_fn) -> None:
+    """Write through a temp file in the same folder, fsync, then rename: never a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    def w(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    atomic_write(path, w)
+
+
+def save_state(path: Path, state: Dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: Path) -> Dict[str, Any]:
+    """Load a full training state; any corruption becomes one clear error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, wrong format, pickled code objects, ...
+        raise UserError(f"cannot read checkpoint {path}: corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+    if not isinstance(state, dict) or "step" not in state or "model" not in state:
+        raise UserError(f"{path} is not a transfer training checkpoint (keys 'model' and 'step' missing)")
+    return state
+
+
+def weights_sha256(sd: Dict[str, torch.Tensor]) -> str:
+    """A content hash of a state dict: key names, dtypes, shapes and bytes, in sorted key order."""
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        t = sd[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=5,
+        )
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except Exception:
+        return "unknown"
+
+
+def export_backbone(path: Path, backbone: ResNetBackbone, meta: Dict[str, Any]) -> Dict[str, str]:
+    """Write ``backbone.safetensors``: torchvision key names, metadata in the header."""
+    sd = {k: v.detach().cpu().contiguous().clone() for k, v in backbone.state_dict().items()}
+    header: Dict[str, str] = {
+        "format": EXPORT_FORMAT,
+        "arch": json.dumps(backbone.arch_dict()),
+        "weights_sha256": weights_sha256(sd),
+        "git_commit": git_commit(),
+    }
+    for k, v in meta.items():
+        header[k] = v if isinstance(v, str) else json.dumps(v)
+    atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=header))
+    return header
+
+
+def read_export(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Read an export: (state dict, metadata with JSON values decoded). Verifies the hash."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"backbone file not found: {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+        sd = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"cannot read {path}: not a valid safetensors file ({e})") from None
+    meta: Dict[str, Any] = {}
+    for k, v in raw.items():
+        try:
+            meta[k] = json.loads(v)
+        except (json.JSONDecodeError, TypeError):
+            meta[k] = v
+    want = meta.get("weights_sha256")
+    if want and weights_sha256(sd) != want:
+        raise UserError(f"{path}: weights do not match the sha256 in their metadata (file altered?)")
+    return sd, meta
+
+
+def load_backbone(path: Path, arch: Optional[dict] = None) -> Tuple[ResNetBackbone, Dict[str, Any]]:
+    """Rebuild the backbone of an export (or a run folder / full checkpoint) with its weights."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "backbone.safetensors"
+    sd, meta = read_export(path)
+    arch = arch or meta.get("arch")
+    if not isinstance(arch, dict):
+        raise UserError(f"{path}: no 'arch' in the metadata; pass the architecture explicitly")
+    bb = backbone_from_arch(arch)
+    missing, unexpected = bb.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise UserError(f"{path}: weights do not fit arch {arch}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return bb, meta

@@ -1,0 +1,53 @@
+"""The ``transfer`` command line. Each stage registers its subcommands from its own module.
+
+A module in ``COMMAND_MODULES`` exposes ``register(subparsers)``; each subparser sets
+``func(args) -> int``. A :class:`~transfer.errors.UserError` becomes one line on stderr, exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from .errors import UserError
+
+COMMAND_MODULES = [
+    "transfer.commands.pretrain",
+    "transfer.commands.demo",
+    "transfer.commands.bench",
+    "converters.cli",
+    "probes.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="transfer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for mod in COMMAND_MODULES:
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name and mod.startswith(e.name):
+                continue  # stage not built yet
+            raise
+        m.register(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"transfer {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"transfer {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

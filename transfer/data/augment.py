@@ -1,0 +1,186 @@
+"""Batched two-view augmentation: the MoCo v2 recipe, scaled to the input size, on whole batches.
+
+MoCo v2 (facebookresearch/moco ``main_moco.py``, ``aug_plus``): RandomResizedCrop(224, scale
+0.2-1), ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, RandomGrayscale p=0.2, GaussianBlur sigma 0.1-2
+p=0.5, horizontal flip. Here every op runs on a whole uint8 batch as tensor ops (one
+``grid_sample`` for crop+flip+resize, vectorised jitter, one grouped conv for blur), on the
+training device, driven by an explicit ``torch.Generator`` so a step's views are a pure function of
+(seed, step, rank): exact resume needs no data-loader state.
+
+Differences from torchvision's per-image ops, stated: the crop's aspect is clamped to the image
+instead of retried 10 times; the jitter order is fixed (brightness, contrast, saturation, hue);
+hue is a rotation in YIQ space; blur kernel = odd(0.1 x size) with sigma scaled by size/224.
+Grayscale-aware: on 1-channel data the saturation, hue and grayscale ops are skipped (they are
+identities on gray images) and the result is repeated to 3 channels.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+_LUMA = (0.299, 0.587, 0.114)
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+@dataclass
+class AugmentConfig:
+    size: int = 224
+    scale_min: float = 0.2
+    scale_max: float = 1.0
+    ratio_min: float = 3 / 4
+    ratio_max: float = 4 / 3
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    p_jitter: float = 0.8
+    p_gray: float = 0.2
+    p_blur: float = 0.5
+    blur_sigma_min: float = 0.1
+    blur_sigma_max: float = 2.0
+    p_flip: float = 0.5
+
+
+class Draw:
+    """Random draws for a *global* batch, sliced to this rank's rows, so a sample's views do not
+    depend on how the global batch is split over ranks (1-process == N-process runs)."""
+
+    def __init__(self, g: torch.Generator, device, total: int, offset: int, n: int) -> None:
+        assert 0 <= offset and offset + n <= total, f"rows {offset}:{offset + n} outside batch of {total}"
+        self.g, self.device, self.total, self.offset, self.n = g, device, total, offset, n
+
+    def rand(self) -> torch.Tensor:
+        r = torch.rand(self.total, generator=self.g, device=self.g.device)
+        return r[self.offset:self.offset + self.n].to(self.device)
+
+
+def _u(n: int, lo: float, hi: float, g: "Draw", device) -> torch.Tensor:
+    return g.rand() * (hi - lo) + lo
+
+
+def _bern(n: int, p: float, g: "Draw", device) -> torch.Tensor:
+    return g.rand() < p
+
+
+def random_resized_crop(x: torch.Tensor, cfg: AugmentConfig, g: Draw) -> torch.Tensor:
+    """Crop + flip + resize of a float batch (B, C, H, W) to ``cfg.size`` with one grid_sample."""
+    b, dev = x.shape[0], x.device
+    area = _u(b, cfg.scale_min, cfg.scale_max, g, dev)
+    logr = _u(b, math.log(cfg.ratio_min), math.log(cfg.ratio_max), g, dev)
+    r = torch.exp(logr)
+    w = torch.sqrt(area * r).clamp(max=1.0)  # fraction of the image width
+    h = torch.sqrt(area / r).clamp(max=1.0)
+    cx = (g.rand() * 2 - 1) * (1 - w)
+    cy = (g.rand() * 2 - 1) * (1 - h)
+    flip = torch.where(_bern(b, cfg.p_flip, g, dev), -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, device=dev)
+    theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
+    theta[:, 1, 1], theta[:, 1, 2] = h, cy
+    grid = F.affine_grid(theta, [b, x.shape[1], cfg.size, cfg.size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x
+    return (x[:, 0:1] * _LUMA[0] + x[:, 1:2] * _LUMA[1] + x[:, 2:3] * _LUMA[2])
+
+
+def color_jitter(x: torch.Tensor, cfg: AugmentConfig, g: Draw) -> torch.Tensor:
+    b, dev = x.shape[0], x.device
+    on = _bern(b, cfg.p_jitter, g, dev).view(b, 1, 1, 1)
+    y = x
+    if cfg.brightness > 0:
+        f = _u(b, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness, g, dev).view(b, 1, 1, 1)
+        y = (y * f).clamp(0, 1)
+    if cfg.contrast > 0:
+        f = _u(b, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast, g, dev).view(b, 1, 1, 1)
+        m = _gray(y).mean(dim=(1, 2, 3), keepdim=True)
+        y = (f * y + (1 - f) * m).clamp(0, 1)
+    if x.shape[1] == 3:
+        if cfg.saturation > 0:
+            f = _u(b, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation, g, dev).view(b, 1, 1, 1)
+            y = (f * y + (1 - f) * _gray(y)).clamp(0, 1)
+        if cfg.hue > 0:
+            ang = _u(b, -cfg.hue, cfg.hue, g, dev) * 2 * math.pi
+            yiq = torch.einsum("ij,bjhw->bihw", _YIQ.to(dev), y)
+            c, s = torch.cos(ang).view(b, 1, 1), torch.sin(ang).view(b, 1, 1)
+            i2 = c * yiq[:, 1] - s * yiq[:, 2]
+            q2 = s * yiq[:, 1] + c * yiq[:, 2]
+            yiq = torch.stack([yiq[:, 0], i2, q2], 1)
+            y = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_YIQ).to(dev), yiq).clamp(0, 1)
+    return torch.where(on, y, x)
+
+
+def random_grayscale(x: torch.Tensor, p: float, g: Draw) -> torch.Tensor:
+    if x.shape[1] == 1 or p <= 0:
+        return x
+    on = _bern(x.shape[0], p, g, x.device).view(-1, 1, 1, 1)
+    return torch.where(on, _gray(x).expand_as(x), x)
+
+
+def gaussian_blur(x: torch.Tensor, cfg: AugmentConfig, g: Draw) -> torch.Tensor:
+    b, c, hgt, wid = x.shape
+    k = max(3, int(0.1 * cfg.size) // 2 * 2 + 1)
+    scale = cfg.size / 224.0
+    sigma = _u(b, cfg.blur_sigma_min * scale, cfg.blur_sigma_max * scale, g, x.device).clamp(min=1e-3)
+    on = _bern(b, cfg.p_blur, g, x.device)
+    if cfg.p_blur <= 0:
+        return x
+    r = torch.arange(k, device=x.device, dtype=x.dtype) - k // 2
+    ker = torch.exp(-(r.view(1, -1) ** 2) / (2 * sigma.view(-1, 1) ** 2))
+    ker = ker / ker.sum(1, keepdim=True)
+    ident = torch.zeros(k, device=x.device, dtype=x.dtype)
+    ident[k // 2] = 1
+    ker = torch.where(on.view(-1, 1), ker, ident)  # blur off -> delta kernel
+    ker = ker.repeat_interleave(c, 0)  # (B*C, k)
+    y = x.reshape(1, b * c, hgt, wid)
+    y = F.pad(y, (k // 2, k // 2, k // 2, k // 2), mode="reflect")
+    y = F.conv2d(y, ker.view(b * c, 1, 1, k), groups=b * c)
+    y = F.conv2d(y, ker.view(b * c, 1, k, 1), groups=b * c)
+    return y.view(b, c, hgt, wid)
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(B, 1|3, H, W) in [0, 1] -> normalised 3-channel tensor (gray repeated)."""
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    x = (x - m) / s
+    return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x
+
+
+class TwoViewAugment:
+    """Two independently augmented views of a uint8 batch, normalised, 3 channels."""
+
+    def __init__(self, cfg: AugmentConfig, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.cfg, self.mean, self.std = cfg, tuple(mean), tuple(std)
+
+    def view(self, x: torch.Tensor, g: Draw) -> torch.Tensor:
+        y = random_resized_crop(x, self.cfg, g)
+        y = color_jitter(y, self.cfg, g)
+        y = random_grayscale(y, self.cfg.p_gray, g)
+        if self.cfg.p_blur > 0:
+            y = gaussian_blur(y, self.cfg, g)
+        return normalize(y, self.mean, self.std)
+
+    def __call__(self, x_uint8: torch.Tensor, g: torch.Generator, offset: int = 0,
+                 total: int | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Views of rows ``offset .. offset+B`` of a global batch of ``total`` (default: B)."""
+        assert x_uint8.dtype == torch.uint8 and x_uint8.dim() == 4, \
+            f"expected a uint8 (B, C, H, W) batch, got {x_uint8.dtype} {tuple(x_uint8.shape)}"
+        b = x_uint8.shape[0]
+        d = Draw(g, x_uint8.device, total or b, offset, b)
+        x = x_uint8.float().div_(255.0)
+        return self.view(x, d), self.view(x, d)
+
+
+def eval_transform(x_uint8: torch.Tensor, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Deterministic eval view: resize to ``size`` (antialiased bilinear), normalise, 3 channels."""
+    x = x_uint8.float().div_(255.0)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return normalize(x, mean, std)

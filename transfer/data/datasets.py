@@ -1,0 +1,246 @@
+"""Dataset registry: Fashion-MNIST (IDX files), scikit-learn digits, a deterministic synthetic
+set, and ImageFolder at any path.
+
+Every dataset yields ``(uint8 tensor (C, H, W), label)`` with C = 1 (grayscale) or 3, and carries
+``classes``, ``labels`` (LongTensor), ``grayscale``, and the normalisation ``mean`` / ``std`` the
+model sees. In-memory sets also expose ``images`` (N, C, H, W) for fast batched gathers.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import UserError
+from ..registry import Registry
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+class ImageDataset(Dataset):
+    """Base class; subclasses set the attributes below."""
+
+    name: str
+    classes: List[str]
+    labels: torch.Tensor
+    grayscale: bool
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+    images: Optional[torch.Tensor] = None  # (N, C, H, W) uint8 when held in memory
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int]:
+        assert self.images is not None
+        return self.images[i], int(self.labels[i])
+
+    def describe(self) -> str:
+        return f"{self.name}: {len(self)} images, {len(self.classes)} classes"
+
+
+class TensorImageDataset(ImageDataset):
+    def __init__(self, name: str, images: torch.Tensor, labels: torch.Tensor, classes: List[str],
+                 mean: Sequence[float], std: Sequence[float]) -> None:
+        assert images.dtype == torch.uint8 and images.dim() == 4, f"images must be uint8 NCHW, got {images.dtype} {tuple(images.shape)}"
+        assert images.shape[0] == labels.shape[0], f"{images.shape[0]} images but {labels.shape[0]} labels"
+        self.name, self.images, self.labels, self.classes = name, images.contiguous(), labels.long(), classes
+        self.grayscale = images.shape[1] == 1
+        self.mean, self.std = tuple(mean), tuple(std)
+
+
+DATASETS: Registry[Callable[..., ImageDataset]] = Registry("dataset")
+
+
+# ---------------------------------------------------------------- Fashion-MNIST (IDX)
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): big-endian magic 2051 (images) / 2049 (labels)."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise UserError(f"cannot read IDX file {path}: {e}") from None
+    if len(data) < 8:
+        raise UserError(f"{path}: too short to be an IDX file")
+    magic, n = struct.unpack(">II", data[:8])
+    if magic == 2051:
+        rows, cols = struct.unpack(">II", data[8:16])
+        shape, off = (n, rows, cols), 16
+    elif magic == 2049:
+        shape, off = (n,), 8
+    else:
+        raise UserError(f"{path}: bad IDX magic number {magic} (expected 2051 or 2049)")
+    need = int(np.prod(shape))
+    if len(data) - off != need:
+        raise UserError(f"{path}: truncated IDX file ({len(data) - off} bytes of data, header says {need})")
+    return np.frombuffer(data, dtype=np.uint8, offset=off).reshape(shape)
+
+
+def _find_idx(root: Path, stem: str) -> Path:
+    for cand in (root / f"{stem}.gz", root / stem):
+        if cand.is_file():
+            return cand
+    raise UserError(f"Fashion-MNIST file {stem}[.gz] not found in {root} "
+                    f"(install with 'apt-get install dataset-fashion-mnist' or pass data.root)")
+
+
+@DATASETS.register("fashion_mnist")
+def fashion_mnist(split: str = "train", root: Optional[str] = None) -> ImageDataset:
+    if root is None:
+        root = os.environ.get("TRANSFER_FASHION_MNIST") or next(
+            (d for d in FASHION_MNIST_DIRS if Path(d).is_dir()), FASHION_MNIST_DIRS[0])
+    root_p = Path(root)
+    if not root_p.is_dir():
+        raise UserError(f"Fashion-MNIST folder not found: {root_p} "
+                        f"(install with 'apt-get install dataset-fashion-mnist' or pass data.root)")
+    prefix = {"train": "train", "test": "t10k"}.get(split)
+    if prefix is None:
+        raise UserError(f"Fashion-MNIST has splits 'train' and 'test', not {split!r}")
+    x = read_idx(_find_idx(root_p, f"{prefix}-images-idx3-ubyte"))
+    y = read_idx(_find_idx(root_p, f"{prefix}-labels-idx1-ubyte"))
+    if x.shape[0] != y.shape[0]:
+        raise UserError(f"{root_p}: {x.shape[0]} images but {y.shape[0]} labels in split {split!r}")
+    return TensorImageDataset("fashion_mnist", torch.from_numpy(x.copy()).unsqueeze(1),
+                              torch.from_numpy(y.astype(np.int64)), list(FASHION_CLASSES),
+                              (0.2860,), (0.3530,))
+
+
+# ---------------------------------------------------------------- scikit-learn digits
+@DATASETS.register("digits")
+def digits(split: str = "train", root: Optional[str] = None) -> ImageDataset:
+    """scikit-learn's 1,797 8x8 digits, values 0-16 scaled to 0-255; a fixed 80/20 split."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy((d.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
+    y = torch.from_numpy(d.target.astype(np.int64))
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    cut = int(0.8 * len(y))
+    idx = {"train": perm[:cut], "test": perm[cut:]}.get(split)
+    if idx is None:
+        raise UserError(f"digits has splits 'train' and 'test', not {split!r}")
+    return TensorImageDataset("digits", x[idx], y[idx], [str(i) for i in range(10)], (0.3,), (0.4,))
+
+
+# ---------------------------------------------------------------- synthetic
+SYNTH_CLASSES = ["disc", "square", "ring", "cross"]
+
+
+def make_synthetic(n: int, size: int = 32, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic shapes (disc, square, ring, cross) of random colour, size and position on a
+    textured background. Class = shape. Same (n, size, seed) -> same bytes on every machine."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32),
+                            torch.arange(size, dtype=torch.float32), indexing="ij")
+    labels = torch.randint(0, len(SYNTH_CLASSES), (n,), generator=g)
+    imgs = torch.empty(n, 3, size, size, dtype=torch.uint8)
+    for i in range(n):
+        bg = torch.rand(3, 1, 1, generator=g) * 0.5
+        tex = 0.15 * torch.sin(xx * (0.3 + torch.rand(1, generator=g)) + yy * torch.rand(1, generator=g) * 0.5)
+        img = bg + tex
+        r = size * (0.18 + 0.14 * torch.rand(1, generator=g).item())
+        cx, cy = (size * (0.3 + 0.4 * torch.rand(2, generator=g))).tolist()
+        dx, dy = xx - cx, yy - cy
+        c = int(labels[i])
+        if c == 0:
+            m = dx ** 2 + dy ** 2 <= r ** 2
+        elif c == 1:
+            m = (dx.abs() <= r * 0.85) & (dy.abs() <= r * 0.85)
+        elif c == 2:
+            d2 = dx ** 2 + dy ** 2
+            m = (d2 <= r ** 2) & (d2 >= (0.55 * r) ** 2)
+        else:
+            m = ((dx.abs() <= r * 0.3) & (dy.abs() <= r)) | ((dy.abs() <= r * 0.3) & (dx.abs() <= r))
+        col = 0.5 + 0.5 * torch.rand(3, 1, 1, generator=g)
+        img = torch.where(m.unsqueeze(0), col.expand(3, size, size), img)
+        imgs[i] = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    return imgs, labels
+
+
+@DATASETS.register("synthetic")
+def synthetic(split: str = "train", root: Optional[str] = None, n: Optional[int] = None) -> ImageDataset:
+    sizes = {"train": 512, "test": 256}
+    if split not in sizes:
+        raise UserError(f"synthetic has splits 'train' and 'test', not {split!r}")
+    x, y = make_synthetic(n or sizes[split], 32, seed={"train": 0, "test": 1}[split])
+    return TensorImageDataset("synthetic", x, y, list(SYNTH_CLASSES), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+# ---------------------------------------------------------------- ImageFolder
+IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+class ImageFolderDataset(ImageDataset):
+    """``root/<class>/<image>`` (torchvision's ImageFolder layout), decoded lazily with Pillow and
+    resized (shorter side) then centre-cropped to ``load_size`` so batches stack; random crops are
+    taken from that by the batched augmentation."""
+
+    def __init__(self, root: Path, load_size: int = 256) -> None:
+        if not root.is_dir():
+            raise UserError(f"image folder not found: {root}")
+        classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+        if not classes:
+            raise UserError(f"{root}: no class sub-folders (expected {root}/<class>/<image>.jpg)")
+        files, labels = [], []
+        for ci, c in enumerate(classes):
+            for p in sorted((root / c).rglob("*")):
+                if p.suffix.lower() in IMG_EXT:
+                    files.append(p)
+                    labels.append(ci)
+        if not files:
+            raise UserError(f"{root}: no images with extensions {IMG_EXT}")
+        self.name, self.root, self.files, self.classes = root.name, root, files, classes
+        self.labels = torch.tensor(labels, dtype=torch.long)
+        self.load_size = load_size
+        self.grayscale = False
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        try:
+            with Image.open(self.files[i]) as im:
+                im = im.convert("RGB")
+                w, h = im.size
+                s = self.load_size / min(w, h)
+                im = im.resize((max(self.load_size, round(w * s)), max(self.load_size, round(h * s))),
+                               Image.BILINEAR)
+                w, h = im.size
+                l, t = (w - self.load_size) // 2, (h - self.load_size) // 2
+                im = im.crop((l, t, l + self.load_size, t + self.load_size))
+                arr = np.asarray(im, dtype=np.uint8)
+        except OSError as e:
+            raise UserError(f"cannot decode image {self.files[i]}: {e}") from None
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous(), int(self.labels[i])
+
+
+def build_dataset(name: str, split: str = "train", root: Optional[str] = None,
+                  load_size: int = 256) -> ImageDataset:
+    """A registered name (``fashion_mnist``, ``digits``, ``synthetic``) or a folder path.
+
+    For a folder, ``split`` picks ``<path>/<split>`` when it exists (``train``/``val``/``test``),
+    else the folder itself is the split.
+    """
+    if name in DATASETS:
+        return DATASETS.get(name)(split=split, root=root)
+    p = Path(name).expanduser()
+    if p.exists() or "/" in name or name.startswith("."):
+        if not p.is_dir():
+            raise UserError(f"dataset path is not a folder: {p}")
+        sub = p / split
+        if not sub.is_dir() and split == "test" and (p / "val").is_dir():
+            sub = p / "val"
+        return ImageFolderDataset(sub if sub.is_dir() else p, load_size)
+    return DATASETS.get(name)  # raises the "unknown dataset ... did you mean" error

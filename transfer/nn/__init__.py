@@ -1,0 +1,1 @@
+"""Building blocks: heads and a CPU-capable synchronised BatchNorm."""

@@ -1,0 +1,301 @@
+"""The pretraining loop: one flat, explicit loop in the style of facebookresearch/dino
+``main_dino.py``, with UniGrad's step order (``project/pretrainer.py``: lr and momentum from
+per-iteration schedules, momentum update, forward, rule, backward, step).
+
+Resume is exact: the checkpoint holds model (online and momentum), rule state (``F``, queues),
+optimizer, scaler, RNG states and the step; data order and augmentations are pure functions of
+(seed, step), so a run killed at any step and resumed ends bit-identical to an uninterrupted one
+(CPU, ``train.deterministic``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from . import dist as tdist
+from .backbones import arch_name, build_backbone
+from .checkpoint import atomic_write_text, export_backbone, load_state, save_state
+from .data import AugmentConfig, StepBatches, TwoViewAugment, build_dataset, iterate_batches
+from .errors import UserError
+from .knn_monitor import knn_eval
+from .methods import Views, build_method
+from .model import Siamese
+from .nn.sync_bn import convert_sync_bn
+from .optim import build_optimizer, lr_schedule, momentum_schedule, param_groups
+from .progress import Progress
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def setup_distributed(device: Optional[str] = None) -> torch.device:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: nccl on GPU, gloo on CPU."""
+    use_cuda = torch.cuda.is_available() if device in (None, "auto") else device.startswith("cuda")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not tdist.is_dist():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+class Trainer:
+    def __init__(self, cfg: Dict[str, Any], device: Optional[str] = None, quiet: bool = False) -> None:
+        self.cfg = cfg
+        self.device = setup_distributed(device)
+        self.rank, self.world = tdist.rank(), tdist.world()
+        self.quiet = quiet or self.rank != 0
+        t = cfg["train"]
+        if t["threads"]:
+            torch.set_num_threads(int(t["threads"]))
+        if t["deterministic"]:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(cfg["seed"])
+
+        d, m, o = cfg["data"], cfg["model"], cfg["optim"]
+        self.train_set = build_dataset(d["name"], "train", d["root"], d["load_size"])
+        self.size = int(d["size"])
+        self.aug = TwoViewAugment(AugmentConfig(size=self.size, **d["aug"]), self.train_set.mean, self.train_set.std)
+
+        mc = cfg["method"]
+        self.method = build_method(mc["name"], int(m["proj_dim"]), mc["form"], mc["momentum"], **(mc["params"] or {}))
+        backbone = build_backbone(m["arch"], m["width"], m["zero_init_residual"])
+        predictor = self.method.build_predictor(int(m["proj_dim"]), int(m["pred_hidden"]))
+        self.model = Siamese(backbone, int(m["proj_hidden"]), int(m["proj_dim"]), int(m["proj_layers"]),
+                             predictor, self.method.momentum)
+        if m["sync_bn"] and self.world > 1:
+            self.model = convert_sync_bn(self.model, self.device)
+        self.model.to(self.device)
+        self.method.to(self.device)
+        self.amp = (t["amp"] == "auto" and self.device.type == "cuda") or t["amp"] is True
+        self.channels_last = (t["channels_last"] == "auto" and self.device.type == "cuda") or t["channels_last"] is True
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.online = self.model.online
+        if self.world > 1:
+            self.online = torch.nn.parallel.DistributedDataParallel(
+                self.model.online, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+        self.global_batch = int(o["batch_size"])
+        self.sampler_args = (len(self.train_set), self.global_batch, int(cfg["seed"]), self.rank, self.world)
+        self.steps_per_epoch = len(self.train_set) // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise UserError(f"data.name {d['name']!r} has {len(self.train_set)} images, fewer than optim.batch_size {self.global_batch}")
+        self.total_steps = int(round(float(o["epochs"]) * self.steps_per_epoch))
+        self.stop_step = min(self.total_steps, int(o["max_steps"])) if o["max_steps"] else self.total_steps
+        peak = float(o["base_lr"]) * self.global_batch / 256
+        self.lr = lr_schedule(peak, self.total_steps, int(round(float(o["warmup_epochs"]) * self.steps_per_epoch)), float(o["min_lr_ratio"]))
+        self.mm = momentum_schedule(float(cfg["ema"]["base"]), float(cfg["ema"]["end"]), self.total_steps)
+        if o["name"] == "sgd":  # UniGrad / MoCo: weight decay on every parameter
+            groups = [{"params": [p for p in self.model.online.parameters() if p.requires_grad],
+                       "weight_decay": float(o["weight_decay"])}]
+        else:
+            groups = param_groups(self.model.online, float(o["weight_decay"]))
+        self.optimizer = build_optimizer(o["name"], groups, peak, float(o["momentum"]), float(o["lars_eta"]))
+        self.amp_dtype = torch.bfloat16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # bf16 needs no scaling
+        self.step = 0
+        self.run_dir = Path(cfg["out_dir"]) / str(cfg["name"])
+        self.ckpt_path = self.run_dir / "checkpoint.pt"
+        self.log_path = self.run_dir / "log.jsonl"
+        self.tb = None
+        self.last_knn: Optional[float] = None
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> Dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "format": "transfer.checkpoint/1",
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "method_state": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+            "config": json.dumps(self.cfg),
+            "world_size": self.world,
+        }
+
+    def load_state_dict(self, state: Dict[str, Any], path: Path) -> None:
+        try:
+            saved = json.loads(state.get("config", "{}"))
+        except json.JSONDecodeError:
+            saved = {}
+        for sec in ("method", "model"):
+            if saved.get(sec) and saved[sec] != self.cfg[sec]:
+                raise UserError(f"{path} was trained with {sec}={saved[sec]}, the config now says {self.cfg[sec]}; use another run name")
+        if saved.get("optim", {}).get("batch_size") not in (None, self.global_batch):
+            raise UserError(f"{path} was trained with optim.batch_size={saved['optim']['batch_size']}, not {self.global_batch}")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.method.load_state_dict(state["method_state"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise UserError(f"{path} does not fit this model: {str(e).splitlines()[0][:200]}") from None
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.step = int(state["step"])
+
+    def save(self) -> None:
+        if self.rank == 0:
+            save_state(self.ckpt_path, self.state_dict())
+
+    def export(self) -> Path:
+        path = self.run_dir / "backbone.safetensors"
+        if self.rank == 0:
+            d = self.cfg["data"]
+            export_backbone(path, self.model.online.backbone, {
+                "method": self.method.name, "form": self.method.form, "momentum": self.method.momentum,
+                "arch_name": arch_name(self.model.online.backbone.spec), "config": self.cfg,
+                "steps": self.step, "images_seen": self.step * self.global_batch,
+                "epochs": round(self.step / self.steps_per_epoch, 4), "dataset": d["name"],
+                "input_size": self.size, "mean": list(self.train_set.mean), "std": list(self.train_set.std),
+                "knn_top1": self.last_knn,
+            })
+        return path
+
+    def maybe_resume(self) -> bool:
+        if not self.ckpt_path.exists():
+            return False
+        self.load_state_dict(load_state(self.ckpt_path), self.ckpt_path)
+        self._trim_log()
+        if not self.quiet:
+            print(f"resumed {self.ckpt_path} at step {self.step}/{self.stop_step}", file=sys.stderr)
+        return True
+
+    def _trim_log(self) -> None:
+        """Drop log lines written after the checkpoint we resume from (they will be redone)."""
+        if self.rank != 0 or not self.log_path.exists():
+            return
+        keep = [ln for ln in self.log_path.read_text().splitlines()
+                if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+        atomic_write_text(self.log_path, "".join(k + "\n" for k in keep))
+
+    # ------------------------------------------------------------------ the step
+    def train_step(self, x1: torch.Tensor, x2: torch.Tensor) -> Dict[str, torch.Tensor]:
+        s = self.step
+        lr, mm = float(self.lr[s]), float(self.mm[s])
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        if self.channels_last:
+            x1, x2 = x1.contiguous(memory_format=torch.channels_last), x2.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            z1, z2, p1, p2 = self.online(x1, x2)
+            with torch.no_grad():
+                if self.model.momentum is not None:
+                    self.model.momentum_update(mm)
+                    t1, t2 = self.model.momentum(x1), self.model.momentum(x2)
+                else:
+                    t1, t2 = z1.detach(), z2.detach()
+        loss, stats = self.method(Views(z1, z2, t1, t2, p1, p2), s)
+        if tdist.any_rank(not bool(torch.isfinite(loss)), self.device):
+            raise NonFiniteLoss(f"non-finite loss {float(loss)} at step {s}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        stats.update(loss=loss.detach(), lr=torch.tensor(lr), momentum=torch.tensor(mm))
+        return stats
+
+    # ------------------------------------------------------------------ the loop
+    def _views(self, step: int, x: torch.Tensor):
+        g = torch.Generator(device=self.device).manual_seed(int(self.cfg["seed"]) * 7_919 + 104_729 * step + 1)
+        local = x.shape[0]
+        return self.aug(x.to(self.device, non_blocking=True), g, offset=self.rank * local, total=self.global_batch)
+
+    def _log(self, rec: Dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.tb is not None:
+            for k, v in rec.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(k, v, rec["step"])
+
+    def _knn(self) -> Optional[float]:
+        t = self.cfg["train"]
+        try:
+            test = build_dataset(self.cfg["data"]["name"], "test", self.cfg["data"]["root"], self.cfg["data"]["load_size"])
+        except UserError:
+            return None
+        acc = None
+        if self.rank == 0:
+            acc = knn_eval(self.model.online.backbone, self.train_set, test, self.size, self.device,
+                           int(t["knn_bank"]), int(t["knn_k"]), float(t["knn_t"]))
+        if self.world > 1:
+            dist.barrier()
+        return acc
+
+    def fit(self) -> Dict[str, Any]:
+        cfg, t = self.cfg, self.cfg["train"]
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(self.run_dir / "tb"))
+            except Exception:
+                self.tb = None
+        self.maybe_resume()
+        self.model.train()
+        sampler = StepBatches(*self.sampler_args, start=self.step, end=self.stop_step)
+        bar = Progress(self.stop_step, start=self.step, enabled=bool(t["progress"]) and not self.quiet,
+                       unit="step", desc=f"{self.method.name}/{self.method.form}{'+ema' if self.method.momentum else ''}")
+        last: Dict[str, float] = {}
+        t0 = time.time()
+        try:
+            for step, x, _ in iterate_batches(self.train_set, sampler, int(cfg["data"]["workers"])):
+                assert step == self.step, f"data stream at step {step}, trainer at {self.step}"
+                x1, x2 = self._views(step, x)
+                stats = self.train_step(x1, x2)
+                if self.step % int(t["log_every"]) == 0 or self.step == self.stop_step:
+                    last = {k: float(v) for k, v in stats.items()}
+                    self._log({"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), **last,
+                               "time": round(time.time() - t0, 3)})
+                bar.update(self.step, **{k: last[k] for k in ("loss", "pos_sim") if k in last})
+                epoch_end = self.step % self.steps_per_epoch == 0
+                if epoch_end and t["knn_every"] and (self.step // self.steps_per_epoch) % int(t["knn_every"]) == 0:
+                    self.last_knn = self._knn()
+                    if self.last_knn is not None:
+                        self._log({"step": self.step, "knn_top1": self.last_knn})
+                        bar.note(f"epoch {self.step // self.steps_per_epoch}: k-NN top-1 {self.last_knn:.2f}%")
+                if self.step % int(t["ckpt_every"]) == 0 or epoch_end or self.step == self.stop_step:
+                    self.save()
+                    if epoch_end or self.step == self.stop_step:
+                        self.export()
+        except NonFiniteLoss as e:
+            bar.close()
+            raise UserError(f"{e}; training stopped, the last good checkpoint is kept at {self.ckpt_path}") from None
+        bar.close()
+        if self.step == self.stop_step:
+            self.save()
+            self.export()
+        if self.tb is not None:
+            self.tb.close()
+        return {"run_dir": str(self.run_dir), "step": self.step, "knn_top1": self.last_knn, **last}
+
+    def close(self) -> None:
+        if tdist.is_dist():
+            dist.destroy_process_group()
+
