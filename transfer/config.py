@@ -151,6 +151,9 @@ def load_config(recipe: str | None, overrides: List[str] = ()) -> Dict[str, Any]
         _deep_update(raw, parse_override(o))
     cfg = _merge(DEFAULTS, raw, "")
     validate(cfg)
+    if not cfg["name"]:
+        m = cfg["method"]
+        cfg["name"] = f"{m['name']}_{m['form'] or 'default'}"
     return cfg
 
 
