@@ -16,6 +16,8 @@ COMMAND_MODULES = [
     "transfer.commands.pretrain",
     "transfer.commands.demo",
     "transfer.commands.bench",
+    "transfer.commands.run",
+    "model_zoo.cli",
     "converters.cli",
     "probes.cli",
 ]

@@ -1,0 +1,157 @@
+"""Fast linear probe on cached features: multinomial logistic regression, full-batch L-BFGS in torch.
+
+Protocol (seeds.md section 4; the "cheap" protocol of Kornblith et al. 2019, also used by SimCLR's
+transfer tables): standardise features with train statistics, sweep the L2 strength over a log
+grid (default 45 values, 1e-6 .. 1e5), pick the value with the best accuracy on a stratified
+held-out validation split of train, warm-starting each fit from the previous (strongest-first)
+solution, then refit on train + val at the chosen value and report test accuracy.
+
+Objective, per fit (bias not penalised, as scikit-learn's lbfgs solver)::
+
+    mean_i CE(W x_i + b, y_i) + (l2 / 2) * ||W||^2
+
+which has the same minimiser as scikit-learn's ``LogisticRegression(C=C)`` objective
+``C * sum_i CE_i + ||W||^2 / 2`` when ``l2 = 1 / (C * n)`` (n = training rows), i.e.
+``C = 1 / (l2 * n)``. :func:`l2_to_C` and :func:`C_to_l2` state that mapping in code.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checks import ArrayLike, as_tensor, check_pair, infer_num_classes
+from .knn import per_class_accuracy
+
+PROTOCOL = ("fast linear probe: standardised cached features, multinomial logistic regression "
+            "(full-batch L-BFGS), L2 sweep chosen on a held-out validation split, refit on train+val")
+
+
+def l2_to_C(l2: float, n: int) -> float:
+    """scikit-learn's ``C`` equivalent to our mean-loss L2 strength on ``n`` training rows."""
+    return 1.0 / (l2 * n)
+
+
+def C_to_l2(C: float, n: int) -> float:
+    """Our mean-loss L2 strength equivalent to scikit-learn's ``C`` on ``n`` training rows."""
+    return 1.0 / (C * n)
+
+
+def default_sweep(n: int = 45, lo: float = 1e-6, hi: float = 1e5) -> List[float]:
+    """``n`` log-spaced L2 values from ``hi`` down to ``lo`` (strongest first, for warm starts)."""
+    if n == 1:
+        return [lo]
+    return [float(v) for v in np.logspace(math.log10(hi), math.log10(lo), n)]
+
+
+def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
+               init: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, max_iter: int = 500,
+               tol: float = 1e-5) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Minimise the objective in the module docstring with full-batch L-BFGS (strong Wolfe).
+
+    ``x`` (N, D) float, ``y`` (N,) int64. ``init`` = (W (C, D), b (C,)) warm start. Stops when
+    the largest gradient entry is below ``tol`` (scikit-learn's lbfgs default is 1e-4 on the same
+    mean-loss scale) or after ``max_iter`` iterations. Returns (W, b).
+    """
+    d = x.shape[1]
+    W = (init[0].clone() if init is not None else torch.zeros(num_classes, d, dtype=x.dtype, device=x.device))
+    b = (init[1].clone() if init is not None else torch.zeros(num_classes, dtype=x.dtype, device=x.device))
+    W.requires_grad_(True)
+    b.requires_grad_(True)
+    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=tol,
+                            tolerance_change=tol * 1e-2, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=False)
+        loss = F.cross_entropy(x @ W.T + b, y) + 0.5 * l2 * (W * W).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return W.detach(), b.detach()
+
+
+def predict_scores(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return x @ W.T + b
+
+
+def stratified_split(y: torch.Tensor, val_frac: float, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, val): ``val_frac`` of each class (at least 1 when the class has >= 2 images)."""
+    g = torch.Generator().manual_seed(seed)
+    tr: List[torch.Tensor] = []
+    va: List[torch.Tensor] = []
+    for c in y.unique().tolist():
+        idx = (y == c).nonzero().squeeze(1)
+        idx = idx[torch.randperm(idx.numel(), generator=g)]
+        nv = int(round(val_frac * idx.numel()))
+        nv = min(max(nv, 1 if idx.numel() >= 2 else 0), idx.numel() - 1)
+        va.append(idx[:nv])
+        tr.append(idx[nv:])
+    return torch.cat(tr).sort().values, torch.cat(va).sort().values
+
+
+def _acc(scores: torch.Tensor, y: torch.Tensor) -> float:
+    return float((scores.argmax(1) == y).double().mean() * 100) if y.numel() else float("nan")
+
+
+def linear_probe(train_feats: ArrayLike, train_labels: ArrayLike, test_feats: ArrayLike,
+                 test_labels: ArrayLike, l2_values: Optional[Sequence[float]] = None,
+                 val_frac: float = 0.2, seed: int = 0, standardize: bool = True,
+                 num_classes: Optional[int] = None, device: str = "cpu",
+                 dtype: torch.dtype = torch.float32, max_iter: int = 500) -> Dict:
+    """Fast linear probe; returns a dict of numbers and hyperparameters (accuracies in %).
+
+    Keys: ``top1``, ``top5``, ``per_class``, ``best_l2``, ``best_C`` (scikit-learn equivalent on
+    train+val), ``sweep`` (list of {l2, val_top1}), ``val_top1``, ``n_train``, ``n_val``,
+    ``n_test``, ``predictions`` (numpy, not for JSON), ``warnings``, ``protocol``.
+    """
+    xtr = as_tensor(train_feats, torch.float32)
+    xte = as_tensor(test_feats, torch.float32)
+    ytr = as_tensor(train_labels, torch.int64).cpu()
+    yte = as_tensor(test_labels, torch.int64).cpu()
+    C = int(num_classes or infer_num_classes(ytr, yte))
+    warnings = check_pair(xtr, xte, ytr, yte, C)
+    l2_values = list(l2_values) if l2_values is not None else default_sweep()
+    l2_values = sorted(l2_values, reverse=True)  # strongest first: warm starts move from W ~ 0
+    if standardize:
+        mu, sd = xtr.mean(0), xtr.std(0)
+        sd = torch.where(sd > 1e-8, sd, torch.ones_like(sd))
+        xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
+    dev = torch.device(device)
+    xtr, xte, ytr_d = xtr.to(dev, dtype), xte.to(dev, dtype), ytr.to(dev)
+    tr_idx, va_idx = stratified_split(ytr, val_frac, seed)
+    sweep: List[Dict[str, float]] = []
+    if len(l2_values) > 1 and va_idx.numel() > 0:
+        xa, ya = xtr[tr_idx.to(dev)], ytr_d[tr_idx.to(dev)]
+        xv, yv = xtr[va_idx.to(dev)], ytr_d[va_idx.to(dev)]
+        init = None
+        best = (-1.0, l2_values[0], None)
+        for l2 in l2_values:
+            init = fit_logreg(xa, ya, C, l2, init=init, max_iter=max_iter)
+            acc = _acc(predict_scores(xv, *init), yv)
+            sweep.append({"l2": l2, "C": l2_to_C(l2, int(tr_idx.numel())), "val_top1": acc})
+            if acc > best[0]:  # strict: ties keep the stronger regularisation
+                best = (acc, l2, init)
+        best_l2, val_top1, init = best[1], best[0], best[2]
+    else:
+        if len(l2_values) > 1:
+            warnings.append("train split too small for a validation split: used the weakest L2 of the sweep")
+        best_l2, val_top1, init = l2_values[-1], float("nan"), None
+    W, b = fit_logreg(xtr, ytr_d, C, best_l2, init=init, max_iter=max_iter)
+    scores = predict_scores(xte, W, b).cpu().double()
+    top = torch.sort(-scores, dim=1, stable=True).indices[:, :min(5, C)]
+    pred = top[:, 0]
+    return {
+        "protocol": PROTOCOL, "standardize": standardize, "val_frac": val_frac, "seed": seed,
+        "l2_values": l2_values, "sweep": sweep, "best_l2": best_l2,
+        "best_C": l2_to_C(best_l2, int(xtr.shape[0])), "val_top1": val_top1,
+        "top1": float((pred == yte).double().mean() * 100),
+        "top5": float((top == yte[:, None]).any(1).double().mean() * 100),
+        "per_class": per_class_accuracy(pred, yte, C), "num_classes": C,
+        "n_train": int(tr_idx.numel()), "n_val": int(va_idx.numel()), "n_test": int(yte.numel()),
+        "feature_dim": int(xtr.shape[1]), "predictions": pred.numpy(), "warnings": warnings,
+    }
