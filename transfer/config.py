@@ -147,8 +147,15 @@ def load_config(recipe: str | None, overrides: List[str] = ()) -> Dict[str, Any]
         if not isinstance(raw, dict):
             raise UserError(f"{path}: a recipe must be a mapping of sections")
         raw.setdefault("name", path.stem)
+    ov: Dict[str, Any] = {}
     for o in overrides:
-        _deep_update(raw, parse_override(o))
+        _deep_update(ov, parse_override(o))
+    m_ov = ov.get("method", {})
+    if isinstance(m_ov, dict) and "name" in m_ov and "params" not in m_ov and isinstance(raw.get("method"), dict) \
+            and raw["method"].get("name") != m_ov["name"]:
+        # another method than the recipe's: the recipe's form, momentum and parameters do not apply
+        raw["method"] = {}  # its form, momentum and parameters default to the new method's
+    _deep_update(raw, ov)
     cfg = _merge(DEFAULTS, raw, "")
     validate(cfg)
     if not cfg["name"]:

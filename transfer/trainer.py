@@ -275,7 +275,8 @@ class Trainer:
                                "time": round(time.time() - t0, 3)})
                 bar.update(self.step, **{k: last[k] for k in ("loss", "pos_sim") if k in last})
                 epoch_end = self.step % self.steps_per_epoch == 0
-                if epoch_end and t["knn_every"] and (self.step // self.steps_per_epoch) % int(t["knn_every"]) == 0:
+                knn_due = epoch_end and t["knn_every"] and (self.step // self.steps_per_epoch) % int(t["knn_every"]) == 0
+                if knn_due or (t["knn_every"] and self.step == self.stop_step and not epoch_end):
                     self.last_knn = self._knn()
                     if self.last_knn is not None:
                         self._log({"step": self.step, "knn_top1": self.last_knn})

@@ -1,0 +1,314 @@
+"""Segmentation transfer tasks: ``voc_seg``, ``cityscapes_seg``, ``ade_seg``, ``nuclei_seg``, ``shapes_seg``.
+
+Each task is data: a reader (standard layout at a user path, the nuclei image in the stardist
+wheel, or the synthetic shapes generator), a schedule (the community's: mmselfsup/mmseg FCN
+R50-D8, VOC12aug 512x512 20k iterations, Cityscapes 769x769 40k with sliding-window test,
+ADE20K 512x512 80k), and two engines with the same result keys:
+
+- ``mmseg`` (:mod:`transfer.engines.seg_mmseg`): mmsegmentation's runner on a config generated
+  from its FCN / UPerNet base configs with ``type='ResNet'`` (v1b) and our converted weights;
+  used when mmseg imports (with compiled mmcv ops; see ``scripts/install_mmseg.sh``);
+- ``embedded`` (:mod:`transfer.engines.seg_embedded`): torchvision FCN / DeepLabV3 heads on our
+  dilated ResNet; always available.
+
+``--engine auto`` takes the first available engine in the task's order that can build the
+backbone (mmseg has no small-image stem). Outputs in ``--out``: ``results.json``, ``report.md``,
+``report.html`` and ``report/*.png`` (image | true mask | predicted mask), plus the engine's
+checkpoint for resume. Python entry point for the demo: :func:`run_task`.
+"""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..checkpoint import atomic_write, atomic_write_text
+from ..engines import ENGINES, register_engine
+from ..engines import seg_embedded
+from ..errors import UserError
+from .base import TASKS, Task, data_root, register_task
+
+# ----------------------------------------------------------------------------- settings
+COMMON: Dict[str, Any] = {
+    "head": "fcn",            # fcn | deeplabv3 (embedded); fcn | upernet (mmseg)
+    "max_iter": 20000,
+    "batch_size": 16,
+    "crop_size": 512,
+    "scale": [2048, 512],     # train rescale (long, short) before ratio_range; null = keep size
+    "ratio_range": [0.5, 2.0],
+    "test_mode": "whole",     # whole | slide
+    "test_scale": [2048, 512],
+    "test_stride": None,      # slide stride; default 2/3 of crop_size
+    "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005, "min_lr": 0.0001, "power": 0.9,
+    "aux": True, "aux_weight": 0.4,
+    "output_stride": 8,
+    "norm": "ckpt",           # ckpt (the checkpoint's mean/std, else ImageNet) | imagenet
+    "photometric": True,
+    "seed": 0,
+    "workers": 4,
+    "ckpt_every": 1000,
+    "stop_after": None,       # stop (and checkpoint) after this many iterations; rerun to resume
+    "eval_limit": None,       # evaluate on the first N validation images only
+    "report_images": 4,
+    "progress": True,
+}
+
+
+def _settings(**over: Any) -> Dict[str, Any]:
+    s = dict(COMMON)
+    s.update(over)
+    return s
+
+
+# ----------------------------------------------------------------------------- readers
+def _read_voc(data: Path, s: Dict[str, Any]):
+    from ..data.segmentation import read_voc
+
+    return read_voc(data, "train"), read_voc(data, "val")
+
+
+def _read_cityscapes(data: Path, s: Dict[str, Any]):
+    from ..data.segmentation import read_cityscapes
+
+    return read_cityscapes(data, "train"), read_cityscapes(data, "val")
+
+
+def _read_ade(data: Path, s: Dict[str, Any]):
+    from ..data.segmentation import read_ade
+
+    return read_ade(data, "train"), read_ade(data, "val")
+
+
+def _read_nuclei(data: Path, s: Dict[str, Any]):
+    from ..data.segmentation import read_nuclei
+
+    return read_nuclei(data, tile=int(s.get("tile", 128)), val_frac=float(s.get("val_frac", 0.25)))
+
+
+def _read_shapes(data: Path, s: Dict[str, Any]):
+    from ..data.segmentation import read_voc
+    from ..data.segmentation.shapes import CLASSES, write_shapes
+
+    data = Path(data)
+    if not (data / "ImageSets" / "Segmentation" / "val.txt").is_file():
+        if data.exists() and any(data.iterdir()):
+            raise UserError(f"{data}: not a shapes_seg set (ImageSets/Segmentation/val.txt missing) and not empty; "
+                            "pass an empty or new folder to generate one")
+        write_shapes(data, "voc", int(s["n_train"]), int(s["n_val"]), int(s["image_size"]), int(s["data_seed"]))
+    return read_voc(data, "train", CLASSES), read_voc(data, "val", CLASSES)
+
+
+def _find_nuclei(data: Optional[str]) -> Optional[Path]:
+    from ..data.segmentation.nuclei import find_nuclei
+
+    return find_nuclei(data)
+
+
+def _find_shapes(data: Optional[str]) -> Optional[Path]:
+    # generated on first use, so always "found"
+    return Path(data).expanduser() if data else data_root() / "shapes_seg"
+
+
+READERS: Dict[str, Callable[[Path, Dict[str, Any]], Tuple[Any, Any]]] = {}
+MM_LAYOUT: Dict[str, str] = {}  # task -> "voc" | "cityscapes" | "ade" | "generic" (for the mmseg engine)
+
+
+def _register(name: str, engines: Tuple[str, ...], desc: str, data_dir: str, layout: str, reader, mm_layout: str,
+              find=None, **settings) -> None:
+    register_task(Task(name=name, kind="seg", engines=engines, description=desc, data_dir=data_dir, layout=layout,
+                       settings=_settings(**settings), runner=runner, find_data=find))
+    READERS[name] = reader
+    MM_LAYOUT[name] = mm_layout
+
+
+def _layouts():
+    from ..data.segmentation import ADE_LAYOUT, CITYSCAPES_LAYOUT, VOC_LAYOUT
+    from ..data.segmentation.nuclei import LAYOUT as NUCLEI_LAYOUT
+
+    return VOC_LAYOUT, CITYSCAPES_LAYOUT, ADE_LAYOUT, NUCLEI_LAYOUT
+
+
+# ----------------------------------------------------------------------------- engines
+def _mmseg_available() -> Tuple[bool, str]:
+    from ..engines import seg_mmseg
+
+    return seg_mmseg.available()
+
+
+register_engine("embedded", seg_embedded.available)
+register_engine("mmseg", _mmseg_available)
+
+
+def pick_engine(task: Task, engine: str, arch: Dict[str, Any]) -> str:
+    """``auto``: the first engine in the task's order that is available and can build ``arch``."""
+    if engine != "auto":
+        if engine not in task.engines:
+            raise UserError(f"task {task.name} runs on engines {', '.join(task.engines)}, not {engine!r}")
+        ok, why = ENGINES[engine]()
+        if not ok:
+            raise UserError(f"engine {engine} is not available: {why}")
+        if engine == "mmseg" and arch.get("small"):
+            raise UserError("engine mmseg: the small-image ResNet stem (3x3 conv, no max-pool) has no mmseg "
+                            "equivalent; use --engine embedded")
+        return engine
+    for e in task.engines:
+        ok, _ = ENGINES[e]()
+        if ok and not (e == "mmseg" and arch.get("small")):
+            return e
+    raise UserError(f"no engine available for {task.name}")  # embedded is always available
+
+
+# ----------------------------------------------------------------------------- report
+def _colour(mask: np.ndarray) -> np.ndarray:
+    from ..data.segmentation import VOC_PALETTE
+
+    pal = np.array(VOC_PALETTE, dtype=np.uint8).reshape(256, 3).copy()
+    pal[255] = (224, 224, 192)  # VOC's "ignore" colour
+    return pal[np.clip(mask, 0, 255).astype(np.int64)]
+
+
+def save_triptych(path: Path, img: np.ndarray, true: np.ndarray, pred: np.ndarray, min_side: int = 160) -> None:
+    """image | true mask | predicted mask, side by side, nearest-upscaled to ``min_side``."""
+    from PIL import Image
+
+    h, w = true.shape
+    k = max(1, int(np.ceil(min_side / max(1, min(h, w)))))
+    gap = np.full((h, 2, 3), 255, dtype=np.uint8)
+    strip = np.concatenate([img, gap, _colour(true), gap, _colour(pred)], axis=1)
+    im = Image.fromarray(strip)
+    if k > 1:
+        im = im.resize((strip.shape[1] * k, h * k), Image.NEAREST)
+    atomic_write(path, lambda tmp: im.save(tmp, format="PNG"))
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def write_report(out_dir: Path, res: Dict[str, Any], samples: List[tuple]) -> None:
+    out_dir = Path(out_dir)
+    images = []
+    for i, (img, true, pred, name) in enumerate(samples):
+        rel = f"report/{i:02d}_{name}.png"
+        save_triptych(out_dir / rel, img, true, pred)
+        images.append((rel, name))
+    src = res.get("ckpt", {})
+    lines = [f"# {res['task']}: segmentation transfer", "",
+             f"- backbone: `{src.get('spec')}` (sha256 {str(src.get('weights_sha256'))[:16]}...)",
+             f"- engine: {res['engine']}, head: {res['settings'].get('head')}, iterations: {res.get('iters')}"
+             f"/{res.get('max_iter')}, batch {res['settings'].get('batch_size')}, crop {res['settings'].get('crop_size')}",
+             f"- evaluation: {res['settings'].get('test_mode')} inference on {res.get('num_val_images')} validation images",
+             "", "| metric | value |", "|---|---|",
+             f"| mIoU | {_fmt(res.get('mIoU'))} |", f"| pixel accuracy (aAcc) | {_fmt(res.get('aAcc'))} |",
+             f"| mAcc | {_fmt(res.get('mAcc'))} |", "", "| class | IoU | Acc |", "|---|---|---|"]
+    for c, v in res["per_class_iou"].items():
+        lines.append(f"| {c} | {_fmt(v)} | {_fmt(res['per_class_acc'].get(c))} |")
+    lines += ["", "Each picture: image | true mask | predicted mask (255 = ignore, pale).", ""]
+    lines += [f"![{n}]({rel})" for rel, n in images]
+    atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")
+    rows = "".join(f"<tr><td>{html.escape(c)}</td><td>{_fmt(v)}</td><td>{_fmt(res['per_class_acc'].get(c))}</td></tr>"
+                   for c, v in res["per_class_iou"].items())
+    figs = "".join(f"<figure><img src='{html.escape(rel)}'><figcaption>{html.escape(n)}: image | true | predicted"
+                   f"</figcaption></figure>" for rel, n in images)
+    page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(res['task'])}</title>"
+            f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd}}"
+            f"img{{image-rendering:pixelated}}</style>"
+            f"<h1>{html.escape(res['task'])}: segmentation transfer</h1>"
+            f"<p>backbone <code>{html.escape(str(src.get('spec')))}</code>, engine {html.escape(res['engine'])}, "
+            f"head {html.escape(str(res['settings'].get('head')))}, {res.get('iters')}/{res.get('max_iter')} iterations</p>"
+            f"<p><b>mIoU {_fmt(res.get('mIoU'))}</b> &middot; aAcc {_fmt(res.get('aAcc'))} &middot; mAcc {_fmt(res.get('mAcc'))}</p>"
+            f"<table><tr><th>class</th><th>IoU</th><th>Acc</th></tr>{rows}</table>{figs}")
+    atomic_write_text(out_dir / "report.html", page)
+
+
+# ----------------------------------------------------------------------------- runner
+def runner(*, task: Task, ckpt: str, engine: str, data: Path, out_dir: Path, settings: Dict[str, Any],
+           eval_only: bool = False, device: str = "auto") -> Dict[str, Any]:
+    """``transfer run`` entry: resolve backbone, data and engine; train/evaluate; write results."""
+    from probes.source import load_source
+
+    src = load_source(str(ckpt))
+    if src.backbone is None:
+        raise UserError(f"--ckpt {ckpt!r}: segmentation needs a backbone (not 'pixels')")
+    for k in ("max_iter", "batch_size", "crop_size"):
+        if not isinstance(settings.get(k), int) or settings[k] < 1:
+            raise UserError(f"setting {k} must be a positive integer, got {settings.get(k)!r}")
+    train_ds, val_ds = READERS[task.name](Path(data), settings)
+    if len(train_ds) == 0 or len(val_ds) == 0:
+        raise UserError(f"{data}: empty split (train {len(train_ds)}, val {len(val_ds)} images)")
+    arch = dict(src.meta.get("arch") or src.backbone.arch_dict())
+    eng = pick_engine(task, engine, arch)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if eng == "embedded":
+        res = seg_embedded.run(backbone=src.backbone, meta=src.meta, identity=src.identity, train_ds=train_ds,
+                               val_ds=val_ds, settings=settings, out_dir=out_dir, eval_only=eval_only, device=device,
+                               desc=task.name)
+    else:
+        from ..engines import seg_mmseg
+
+        res = seg_mmseg.run(source=src, task_name=task.name, mm_layout=MM_LAYOUT[task.name], data=Path(data),
+                            train_ds=train_ds, val_ds=val_ds, settings=settings, out_dir=out_dir,
+                            eval_only=eval_only, device=device)
+    samples = res.pop("_samples", [])
+    out = {"task": task.name, "engine": eng, "ckpt": src.describe(), "data": str(data),
+           "num_classes": train_ds.num_classes, "num_train_images": len(train_ds)}
+    out.update(res)
+    out["settings"] = {k: v for k, v in settings.items()}
+    out["out_dir"] = str(out_dir)
+    out["results_file"] = str(out_dir / "results.json")
+    out["report"] = str(out_dir / "report.html")
+    write_report(out_dir, out, samples)
+    atomic_write_text(out_dir / "results.json", json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def run_task(name: str, ckpt: str, data: Optional[str] = None, out_dir: Optional[str] = None,
+             max_iter: Optional[int] = None, device: str = "cpu", engine: str = "auto", eval_only: bool = False,
+             **settings: Any) -> Dict[str, Any]:
+    """Python entry point (the demo's): the same as ``transfer run NAME --ckpt CKPT ...``.
+
+    ``settings`` override the task's defaults (unknown keys raise :class:`UserError`);
+    ``out_dir`` defaults to ``runs/transfer/<task>/<ckpt name>``. Returns the results dict
+    (also written to ``<out_dir>/results.json``)."""
+    task = TASKS.get(name)
+    if task.kind != "seg":
+        raise UserError(f"task {name} is not a segmentation task")
+    s = dict(task.settings)
+    for k, v in settings.items():
+        if k not in s:
+            raise UserError(f"unknown setting {k!r} for task {name}; known: {sorted(s)}")
+        s[k] = v
+    if max_iter is not None:
+        s["max_iter"] = int(max_iter)
+    where = task.locate(data)
+    if where is None:
+        raise UserError(f"data for {name} not found at {data or task.data_dir}; expected layout:\n{task.layout}")
+    out = Path(out_dir) if out_dir else Path("runs") / "transfer" / name / Path(str(ckpt)).stem.replace(":", "_")
+    return runner(task=task, ckpt=ckpt, engine=engine, data=where, out_dir=out, settings=s, eval_only=eval_only,
+                  device=device)
+
+
+# ----------------------------------------------------------------------------- the tasks
+_VOC, _CITY, _ADE, _NUCLEI = _layouts()
+_BENCH = ("mmseg", "embedded")
+_register("voc_seg", _BENCH, "FCN R50-D8 on VOC12aug, 512x512, 20k iterations (mmselfsup protocol), mIoU",
+          "VOC2012", _VOC, _read_voc, "voc")
+_register("cityscapes_seg", _BENCH, "FCN R50-D8 on Cityscapes, 769x769, 40k iterations, sliding-window test, mIoU",
+          "cityscapes", _CITY, _read_cityscapes, "cityscapes", max_iter=40000, batch_size=8, crop_size=769,
+          scale=[2049, 1025], test_scale=[2049, 1025], test_mode="slide", test_stride=513)
+_register("ade_seg", _BENCH, "FCN R50-D8 on ADE20K (150 classes), 512x512, 80k iterations, mIoU",
+          "ADEChallengeData2016", _ADE, _read_ade, "ade", max_iter=80000)
+_register("nuclei_seg", ("embedded", "mmseg"),
+          "nuclei vs background on the real DSB2018 image in the stardist wheel (tiled train/val bands), mIoU",
+          "nuclei", _NUCLEI, _read_nuclei, "generic", find=_find_nuclei, max_iter=100, batch_size=4, crop_size=96,
+          scale=None, ratio_range=[0.75, 1.5], test_scale=None, workers=0, ckpt_every=50, lr=0.01,
+          tile=128, val_frac=0.25)
+_register("shapes_seg", ("embedded", "mmseg"),
+          "synthetic circles/squares/triangles in VOC layout (generated on first use); a pipeline check, not a benchmark",
+          "shapes_seg", "generated on first use into DATA (VOC layout, see voc_seg)", _read_shapes, "voc",
+          find=_find_shapes, max_iter=200, batch_size=8, crop_size=64, scale=None, ratio_range=[0.75, 1.25],
+          test_scale=None, workers=0, ckpt_every=100, n_train=48, n_val=16, image_size=64, data_seed=0)
