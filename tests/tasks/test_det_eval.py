@@ -51,14 +51,14 @@ def test_perfect_predictions_give_ap_100():
 
 
 def test_shift_past_iou_threshold():
-    # GT 100x100; a shift of 30 px gives IoU 70*100/(2*10000-7000) = 0.538: a hit at 0.50 and 0.55,
-    # a miss from 0.60 on -> AP50 100, AP75 0, AP (mean over 0.50:0.05:0.95) = 2/10 * 100.
+    # GT 100x100; a shift of 30 px gives IoU 70*100/(2*10000-7000) = 0.538: a hit at 0.50 only,
+    # a miss from 0.55 on -> AP50 100, AP75 0, AP (mean over 0.50:0.05:0.95) = 1/10 * 100.
     sp = _split([[[0, 0, 100, 100]]])
     dets = [_det(1, [30, 0, 130, 100])]
     r = evaluate(sp, dets, voc=True)
     stats = _direct(sp, dets)
     assert r["bbox"]["AP50"] == pytest.approx(100.0) and r["bbox"]["AP75"] == pytest.approx(0.0)
-    assert r["bbox"]["AP"] == pytest.approx(20.0, abs=1e-6)
+    assert r["bbox"]["AP"] == pytest.approx(10.0, abs=1e-6)
     assert r["bbox"]["AP"] == pytest.approx(stats[0] * 100) and r["bbox"]["AP50"] == pytest.approx(stats[1] * 100)
     assert r["voc07_AP50"] == pytest.approx(100.0)
     # shifted further (IoU 0.25): a miss everywhere
