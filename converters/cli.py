@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         + ", ".join(layout.name for layout in LAYOUTS)
         + ") and write it for another codebase, reporting every rename and every dropped key.",
     )
-    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint file (or run folder)")
+    p.add_argument("checkpoint", metavar="CKPT", help="checkpoint file, run folder, or zoo:NAME")
     p.add_argument("--to", choices=WRITERS.names(), help="target format")
     p.add_argument("-o", "--output", metavar="OUT", help="output file (config fragment written next to it)")
     p.add_argument("--from", dest="source", default="auto", choices=["auto"] + [lay.name for lay in LAYOUTS],
@@ -34,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from .convert import convert
     from .readers import describe
 
+    if str(args.checkpoint).startswith("zoo:"):  # model zoo (issue 7): the verified published backbone
+        from model_zoo import resolve
+
+        args.checkpoint = str(resolve(args.checkpoint))
     if args.inspect:
         print(describe(args.checkpoint, source=args.source))
         return 0

@@ -4,7 +4,8 @@
 - a run folder or ``backbone.safetensors`` exported by ``transfer`` (:func:`transfer.checkpoint.load_backbone`);
 - any other checkpoint the converters read (``converters.load_any_backbone``), when installed;
 - ``random:ARCH[:WIDTH[:SEED]]`` -- a random-init baseline, e.g. ``random:small_resnet18:0.25``;
-- ``pixels`` -- raw pixels, normalised and flattened (the no-learning baseline).
+- ``pixels`` -- raw pixels, normalised and flattened (the no-learning baseline);
+- ``zoo:NAME`` -- a model published in the zoo (``$TRANSFER_ZOO``), see :mod:`model_zoo`.
 Each source has an ``identity`` (the weights' sha256, or ``pixels``) that keys the feature cache.
 """
 from __future__ import annotations
@@ -91,6 +92,12 @@ def load_source(spec: str) -> FeatureSource:
     """Resolve a ``--ckpt`` value (see module docstring); bad values raise :class:`UserError`."""
     if spec == "pixels":
         return FeatureSource("pixels", spec, "pixels")
+    if spec.startswith("zoo:"):  # model zoo (issue 7): a published model, fetched and sha256-verified
+        from model_zoo import resolve
+
+        src = load_source(str(resolve(spec)))
+        src.spec = spec
+        return src
     if spec.startswith("random:"):
         parts = spec.split(":")
         if len(parts) < 2 or len(parts) > 4 or not parts[1]:

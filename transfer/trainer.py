@@ -238,6 +238,8 @@ class Trainer:
             test = build_dataset(self.cfg["data"]["name"], "test", self.cfg["data"]["root"], self.cfg["data"]["load_size"])
         except UserError:
             return None
+        if getattr(test, "root", None) is not None and getattr(test, "root", None) == getattr(self.train_set, "root", None):
+            return None  # a folder without a test/val split: no held-out set to monitor on
         acc = None
         if self.rank == 0:
             acc = knn_eval(self.model.online.backbone, self.train_set, test, self.size, self.device,
@@ -289,9 +291,6 @@ class Trainer:
             bar.close()
             raise UserError(f"{e}; training stopped, the last good checkpoint is kept at {self.ckpt_path}") from None
         bar.close()
-        if self.step == self.stop_step:
-            self.save()
-            self.export()
         if self.tb is not None:
             self.tb.close()
         return {"run_dir": str(self.run_dir), "step": self.step, "knn_top1": self.last_knn, **last}

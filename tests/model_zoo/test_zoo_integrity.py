@@ -171,3 +171,11 @@ def test_concurrent_publishes(tmp_path):
     for name in index["models"]:
         assert model_zoo.get(name, zoo=str(zoo)) == zoo / name
     assert not list((zoo / ".staging").iterdir())
+
+
+def test_width_multiplier_needs_load_backbone(tiny_zoo):
+    zoo, run = tiny_zoo
+    with pytest.raises(UserError, match="load_backbone"):
+        model_zoo.load("tiny", zoo=str(zoo))
+    bb, meta = model_zoo.load_backbone("tiny", zoo=str(zoo))
+    assert meta["arch"]["width"] == 0.125 and meta["weights_sha256"] == weights_sha(run)

@@ -37,7 +37,15 @@ def zoo(tmp_path_factory):
         write_json(r18 / "transfer" / "voc_det" / "results.json",
                    {"task": "voc_det", "engine": "torchvision", "dataset": "voc2007", "split": "test",
                     "metrics": {"bbox": {"AP": 12.5, "AP50": 30.25}}, "weights_sha256": sha})
-        write_json(r18 / "transfer" / "voc_seg" / "results.json", {"task": "voc_seg", "metrics": {"mIoU": 20.5}})
+        write_json(r18 / "transfer" / "trees_det" / "results.json",  # the shape transfer.tasks.detection writes
+                   {"task": "trees_det", "engine": "torchvision", "ckpt": {"spec": str(r18), "weights_sha256": sha},
+                    "bbox": {"AP": 5.5, "AP50": 11.0}, "voc07_AP50": 9.0, "voc07_per_class": {"tree": 9.0},
+                    "data": {"train": {"images": 8}, "test": {"images": 4}},
+                    "schedule": {"max_iter": 30, "base_lr": 0.02}, "seconds": 3.2, "eval_only": False})
+        write_json(r18 / "transfer" / "nuclei_seg" / "results.json",  # segmentation's shape, naming no weights
+                   {"task": "nuclei_seg", "engine": "embedded", "ckpt": {"spec": "elsewhere"}, "data": "/d/nuclei",
+                    "mIoU": 20.5, "aAcc": 80.0, "per_class_iou": {"bg": 90.0}, "settings": {"max_iter": 20},
+                    "num_train_images": 10})
         stale = json.loads((r18 / "probes" / "knn.json").read_text())
         stale["source"]["weights_sha256"] = "0" * 64
         write_json(r18 / "old_probes" / "knn.json", stale)
@@ -83,18 +91,24 @@ def test_show_prints_card_with_results_table(zoo, capsys):
     assert fm["weights_sha256"] == zoo["sha"]
     assert "| protocol | dataset | split | metric | value |" in card
     assert "k-NN (weighted, DINO)" in card and "| voc2007 | test | bbox AP50 | 30.25 |" in card
-    assert "mIoU | 20.50 (unverified)" in card  # a result naming no weights is marked
+    assert "| nuclei_seg: fine-tune, embedded engine, 20 iterations | nuclei | val | mIoU | 20.50 (unverified) |" in card
+    assert "| trees_det: fine-tune, torchvision engine, 30 iterations | trees_det | test | bbox AP50 | 11.00 |" in card
+    assert "voc07_AP50 | 9.00" in card
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in card.splitlines() if ln.startswith("| ")]
+    transfer_metrics = {c[3] for c in cells if len(c) == 6 and c[5].startswith("`transfer/")}
+    # only metrics: no per-class tables, schedule, settings, timings or image counts
+    assert transfer_metrics == {"bbox AP", "bbox AP50", "voc07_AP50", "mIoU", "aAcc"}
     assert "`old_probes/knn.json` |" not in card  # the report for other weights was left out ...
     assert "old_probes/knn.json: results for other weights" in card  # ... and said so
     results = json.loads((zoo["root"] / "r18-byol" / "results.json").read_text())
     assert "probes/knn.json" in results["probes"] and "transfer/voc_det/results.json" in results["transfer"]
-    assert len(fm["model-index"][0]["results"]) >= 4  # k-NN x2, bbox AP, AP50, mIoU
+    assert len(fm["model-index"][0]["results"]) >= 9  # probes, bbox AP/AP50 x2, voc07_AP50, mIoU, aAcc
     # --probe: k-NN, linear and few-shot rows, each naming its protocol
     assert "linear (fast" in card and "few-shot 5-way 1-shot" in card
     assert (zoo["r18"] / "probes" / "report.json").is_file()
     assert main(["zoo", "show", "small-byol", "--zoo", str(zoo["root"])]) == 0
     card = capsys.readouterr().out
-    assert "small-image stem" in card and "detectron2: not written" in card and "No results" in card
+    assert "small-image stem" in card and "detectron2: not written (" in card and "No results" in card
 
 
 def test_get_and_load(zoo, tmp_path, capsys):

@@ -44,6 +44,15 @@ def list_tasks() -> str:
     return "\n".join(rows) if rows else "no tasks registered"
 
 
+def default_out(task: str, ckpt: str) -> Path:
+    """Inside the run folder when --ckpt is one (so ``transfer zoo publish`` finds the result),
+    else ``runs/transfer/<task>/<ckpt name>``."""
+    p = Path(ckpt)
+    if p.is_dir() and (p / "backbone.safetensors").exists():
+        return p / "transfer" / task
+    return Path("runs") / "transfer" / task / p.stem.replace(":", "_")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..tasks import TASKS
 
@@ -68,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     data = task.locate(args.data)
     if data is None:
         raise UserError(f"data for {task.name} not found at {args.data or task.data_dir}; expected layout:\n{task.layout}")
-    out = Path(args.out) if args.out else Path("runs") / "transfer" / task.name / Path(str(args.ckpt)).stem.replace(":", "_")
+    out = Path(args.out) if args.out else default_out(task.name, str(args.ckpt))
     assert task.runner is not None, f"task {task.name} has no runner"
     res = task.runner(task=task, ckpt=args.ckpt, engine=args.engine, data=data, out_dir=out, settings=settings,
                       eval_only=args.eval_only, device=args.device)

@@ -226,6 +226,19 @@ class ImageFolderDataset(ImageDataset):
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous(), int(self.labels[i])
 
 
+@DATASETS.register("imagenet")
+def imagenet(split: str = "train", root: Optional[str] = None, load_size: int = 256) -> ImageDataset:
+    """ImageNet (or any large set) in ImageFolder layout: ``ROOT/{train,val}/<wnid>/<image>``,
+    ``ROOT`` from ``data.root`` or ``$TRANSFER_IMAGENET``."""
+    root = root or os.environ.get("TRANSFER_IMAGENET")
+    if not root:
+        raise UserError("imagenet needs data.root=PATH or $TRANSFER_IMAGENET (layout ROOT/train/<class>/*.JPEG, ROOT/val/<class>/*.JPEG)")
+    sub = Path(root) / ("train" if split == "train" else "val")
+    if not sub.is_dir():
+        raise UserError(f"ImageNet split folder not found: {sub} (layout ROOT/train/<class>/*.JPEG, ROOT/val/<class>/*.JPEG)")
+    return ImageFolderDataset(sub, load_size)
+
+
 def build_dataset(name: str, split: str = "train", root: Optional[str] = None,
                   load_size: int = 256) -> ImageDataset:
     """A registered name (``fashion_mnist``, ``digits``, ``synthetic``) or a folder path.
@@ -233,6 +246,8 @@ def build_dataset(name: str, split: str = "train", root: Optional[str] = None,
     For a folder, ``split`` picks ``<path>/<split>`` when it exists (``train``/``val``/``test``),
     else the folder itself is the split.
     """
+    if name == "imagenet":
+        return imagenet(split, root, load_size)
     if name in DATASETS:
         return DATASETS.get(name)(split=split, root=root)
     p = Path(name).expanduser()

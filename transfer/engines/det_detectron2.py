@@ -112,7 +112,8 @@ def build_config(s: Dict[str, Any], *, weights: str, arch: Dict[str, Any], num_c
         "DATASETS": {"TRAIN": list(train_names), "TEST": list(test_names)},
         "DATALOADER": {"NUM_WORKERS": int(s.get("workers", 4))},
         "SOLVER": {"IMS_PER_BATCH": int(s.get("ims_per_batch", 16)), "BASE_LR": float(s.get("base_lr", 0.02)),
-                   "STEPS": _tuple(s.get("steps", [])), "MAX_ITER": int(s["max_iter"]),
+                   # steps at or past MAX_ITER never fire; fvcore's scheduler refuses them
+                   "STEPS": sorted({v for v in _tuple(s.get("steps", [])) if v < int(s["max_iter"])}), "MAX_ITER": int(s["max_iter"]),
                    "WARMUP_ITERS": int(s.get("warmup_iters", 1000)), "WARMUP_FACTOR": float(s.get("warmup_factor", 0.001)),
                    "GAMMA": float(s.get("gamma", 0.1)), "MOMENTUM": float(s.get("momentum", 0.9)),
                    "WEIGHT_DECAY": float(s.get("weight_decay", 1e-4)),
@@ -224,6 +225,18 @@ def _make_trainer_cls(split_by_name: Dict[str, Any], voc_metric: bool, out_dir: 
         @classmethod
         def build_evaluator(cls, cfg, dataset_name, output_folder=None):
             return Collect(dataset_name)
+
+        def build_writers(self):
+            # detectron2's default writers, with TensorBoard only where it is installed
+            import importlib.util
+            import os
+
+            from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+
+            w = [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
+            if importlib.util.find_spec("tensorboard") is not None:
+                w.append(TensorboardXWriter(self.cfg.OUTPUT_DIR))
+            return w
 
     return Trainer
 

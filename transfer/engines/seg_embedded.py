@@ -102,8 +102,10 @@ class SegNet(nn.Module):
 
 def build_model(backbone: nn.Module, settings: Dict[str, Any], num_classes: int) -> SegNet:
     dilate_backbone(backbone, int(settings.get("output_stride", 8)))
-    return SegNet(backbone, str(settings.get("head", "fcn")), num_classes, bool(settings.get("aux", True)),
-                  settings.get("aspp_rates") or (12, 24, 36))
+    with torch.random.fork_rng(devices=[]):  # the heads' init depends on the seed only
+        torch.manual_seed(int(settings.get("seed", 0)))
+        return SegNet(backbone, str(settings.get("head", "fcn")), num_classes, bool(settings.get("aux", True)),
+                      settings.get("aspp_rates") or (12, 24, 36))
 
 
 # ----------------------------------------------------------------------------- data
@@ -125,7 +127,7 @@ def scale_factor(h: int, w: int, scale: Optional[Sequence[int]]) -> float:
 
 
 def normalise(img: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
     m = torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1)
     s = torch.tensor(list(std), dtype=torch.float32).view(-1, 1, 1)
     return (x - m) / s

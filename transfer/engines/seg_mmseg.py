@@ -18,7 +18,11 @@ Datasets are ``BaseSegDataset`` over the same folders our readers use (VOC ids f
 ``reduce_zero_label``); sets without an mmseg layout (nuclei tiles) are written once as PNGs
 under ``<out>/mmseg/data``. Evaluation runs mmseg's ``IoUMetric`` (subclassed to return the
 per-class values) through :func:`transfer.engines.seg_metrics.metrics_from_areas`, so the result
-keys equal the embedded engine's. Resume: mmengine's ``resume=True`` from ``<out>/mmseg``.
+keys equal the embedded engine's. The trained model is saved as tensors only
+(``<out>/mmseg/model_final.pth``, what ``--eval-only`` loads). No mid-run resume on this engine:
+mmengine's own checkpoints pickle its message hub and numpy objects, which
+``torch.load(weights_only=True)`` rightly refuses (allowing them needs ``getattr``); a rerun
+trains again from the start.
 
 Nothing here imports mmseg at module import time; :func:`available` says why it cannot run.
 """
@@ -31,10 +35,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+import torch
 
+from ..checkpoint import atomic_write
 from ..errors import UserError
 from .seg_metrics import IGNORE_INDEX, metrics_from_areas
 
+FINAL_WEIGHTS = "model_final.pth"
 INSTALL_HINT = "see scripts/install_mmseg.sh (full mmcv build with CPU ops, ~35 min on 2 cores)"
 
 
@@ -208,7 +215,7 @@ def build_config(*, arch: Dict[str, Any], weights: Optional[str], fragment: Opti
         va = dict(va, indices=int(settings["eval_limit"]))
     test_loader = dict(batch_size=1, num_workers=workers, persistent_workers=workers > 0,
                        sampler=dict(type="DefaultSampler", shuffle=False), dataset=with_pipe(va, test_pipe))
-    ckpt_every = int(settings.get("ckpt_every") or max_iter)
+    ckpt_every = max_iter  # mmengine's own checkpoints don't load under weights_only: no mid-run resume
     return dict(
         default_scope="mmseg",
         work_dir=str(work_dir),
@@ -311,15 +318,13 @@ def run(*, source, task_name: str, mm_layout: str, data: Path, train_ds, val_ds,
 
     register_all_modules(init_default_scope=True)
     _register_metric()
-    last = work / "last_checkpoint"
+    final = work / FINAL_WEIGHTS
     if eval_only:
-        if not last.is_file():
-            raise UserError(f"--eval-only: no trained mmseg model in {work} (last_checkpoint missing); train first")
-        cfg_dict["load_from"] = last.read_text().strip()
-        cfg_dict.pop("train_dataloader"), cfg_dict.pop("train_cfg"), cfg_dict.pop("optim_wrapper")
-        cfg_dict.pop("param_scheduler")
-    else:
-        cfg_dict["resume"] = last.is_file()
+        if not final.is_file():
+            raise UserError(f"--eval-only: no trained mmseg model in {work} ({FINAL_WEIGHTS} missing); train first")
+        cfg_dict["load_from"] = str(final)
+        for k in ("train_dataloader", "train_cfg", "optim_wrapper", "param_scheduler"):
+            cfg_dict.pop(k)
     cfg = Config(cfg_dict)
     Config(cfg_dict).dump(str(work / f"{task_name}_config.py"))
     t0 = time.time()
@@ -328,14 +333,15 @@ def run(*, source, task_name: str, mm_layout: str, data: Path, train_ds, val_ds,
     if not eval_only:
         runner.train()
         iters = int(runner.iter)
+        # tensors only: loads under torch.load(weights_only=True), unlike mmengine's own
+        # checkpoints (they pickle its message hub and numpy objects)
+        sd = {k: v.detach().cpu().contiguous() for k, v in runner.model.state_dict().items()}
+        atomic_write(final, lambda tmp: torch.save({"state_dict": sd, "iter": torch.tensor(iters)}, tmp))
     else:
-        # load_from is applied by runner.test() through load_or_resume
-        pass
+        iters = int(torch.load(final, map_location="cpu", weights_only=True).get("iter", torch.tensor(0)))
     train_s = time.time() - t0
     t1 = time.time()
     metrics = runner.test()
-    if eval_only:
-        iters = int(runner.iter) if runner.iter else int(settings["max_iter"])
     res = _unflatten(metrics, list(train_ds.classes))
     n_val = len(val_ds) if not settings.get("eval_limit") else min(len(val_ds), int(settings["eval_limit"]))
     res.update({"num_val_images": n_val, "iters": iters, "max_iter": int(settings["max_iter"]),

@@ -201,6 +201,9 @@ def run_detection(task: Task, ckpt, engine: str, data, out_dir, settings: Dict[s
         raise UserError(f"--ckpt {source.spec!r}: detection needs a backbone checkpoint (or random:ARCH), not raw pixels")
     out_dir.mkdir(parents=True, exist_ok=True)
     tr, te, voc = load_splits(task, Path(data), s, out_dir, log=log)
+    if s.get("mask_on") and not tr.has_masks:
+        log(f"{task.name}: {tr.source} has no masks; training Faster R-CNN (mask_on=false)")
+        s["mask_on"] = False
     log(f"{task.name}: engine {eng}; train {len(tr.images)} images / {tr.num_boxes} boxes, "
         f"test {len(te.images)} images / {te.num_boxes} boxes; {s['max_iter']} iterations; out {out_dir}")
     t0 = time.time()
