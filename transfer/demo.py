@@ -79,7 +79,7 @@ class Demo:
         from probes.run import ProbeConfig, run_all
 
         cfg = load_config(self.recipe, self.overrides)
-        pc = ProbeConfig(size=int(cfg["data"]["size"]), l2_steps=9 if not self.quick else 3, l2_min=1e-5, l2_max=1e1,
+        pc = ProbeConfig(size=int(cfg["data"]["size"]), l2_steps=5 if not self.quick else 3, l2_min=1e-5, l2_max=1e-1,
                          episodes=600 if not self.quick else 100)
         res: Dict[str, Any] = {}
         for label, spec in (("ssl", str(self.run_dir)), ("random_init", self._random_spec()), ("raw_pixels", "pixels")):
@@ -95,16 +95,20 @@ class Demo:
         for label, spec in (("ssl", str(self.run_dir)), ("random_init", self._random_spec())):
             out_dir = (self.run_dir / "transfer" / task) if label == "ssl" else (self.out / "transfer" / task / label)
             r = mod.run_task(task, spec, out_dir=out_dir, max_iter=max_iter, device="cpu")
-            res[label] = r
-            keys = [k for k in ("bbox_AP", "bbox_AP50", "mIoU", "aAcc") if k in r]
-            _say(f"  {task} {label:12s} " + "  ".join(f"{k}={r[k]:.2f}" for k in keys if isinstance(r[k], (int, float))))
+            if kind == "detection":
+                head = {f"bbox_{k}": r["bbox"][k] for k in ("AP", "AP50", "AP75")}
+            else:
+                head = {k: r[k] for k in ("mIoU", "aAcc", "mAcc")}
+            head.update(spec=spec, iters=r.get("iters") or r.get("schedule", {}).get("max_iter"), out_dir=str(out_dir))
+            res[label] = head
+            _say(f"  {task} {label:12s} " + "  ".join(f"{k}={v:.2f}" for k, v in head.items() if isinstance(v, float)))
         return res
 
     def det(self) -> Dict[str, Any]:
-        return self._task("detection", "trees_det", 30 if self.quick else None)
+        return self._task("detection", "trees_det", 20 if self.quick else 60)
 
     def seg(self) -> Dict[str, Any]:
-        return self._task("segmentation", "nuclei_seg", 20 if self.quick else None)
+        return self._task("segmentation", "nuclei_seg", 30 if self.quick else None)
 
     def zoo(self) -> Dict[str, Any]:
         from model_zoo import api

@@ -282,7 +282,7 @@ class Trainer:
                     self.last_knn = self._knn()
                     if self.last_knn is not None:
                         self._log({"step": self.step, "knn_top1": self.last_knn})
-                        bar.note(f"epoch {self.step // self.steps_per_epoch}: k-NN top-1 {self.last_knn:.2f}%")
+                        bar.note(f"epoch {self.step / self.steps_per_epoch:.2f}: k-NN top-1 {self.last_knn:.2f}% (monitor: {int(t['knn_bank'])}-image bank)")
                 if self.step % int(t["ckpt_every"]) == 0 or epoch_end or self.step == self.stop_step:
                     self.save()
                     if epoch_end or self.step == self.stop_step:
