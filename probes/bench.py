@@ -97,7 +97,8 @@ def bench_probes(n_train: int = 50_000, n_test: int = 10_000, dim: int = 512, k:
                  "top1": float((pred == yte.numpy()).mean() * 100), "agree_with_ours": float((pred == ours_pred).mean())})
     sweep = default_sweep(l2_steps, 1e-6, 1e1)
     lin, dt, mem = measure(lambda: linear_probe(xtr, ytr, xte, yte, l2_values=sweep, seed=seed, num_classes=classes))
-    rows.append({"task": "linear", "impl": "probes.linear (torch L-BFGS, warm-started)", "seconds": dt,
+    rows.append({"task": "linear", "impl": f"probes.linear (torch L-BFGS, warm-started, patience {lin['patience']}: "
+                                           f"{len(lin['sweep'])}/{len(sweep)} sweep values fitted)", "seconds": dt,
                  "peak_mb": mem / 2**20, "top1": lin["top1"], "best_C": lin["best_C"]})
     if with_sklearn:
         from sklearn.linear_model import LogisticRegression

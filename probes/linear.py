@@ -102,12 +102,16 @@ def linear_probe(train_feats: ArrayLike, train_labels: ArrayLike, test_feats: Ar
                  test_labels: ArrayLike, l2_values: Optional[Sequence[float]] = None,
                  val_frac: float = 0.2, seed: int = 0, standardize: bool = True,
                  num_classes: Optional[int] = None, device: str = "cpu",
-                 dtype: torch.dtype = torch.float32, max_iter: int = 500) -> Dict:
+                 dtype: torch.dtype = torch.float32, max_iter: int = 500, patience: Optional[int] = 3) -> Dict:
     """Fast linear probe; returns a dict of numbers and hyperparameters (accuracies in %).
 
     Keys: ``top1``, ``top5``, ``per_class``, ``best_l2``, ``best_C`` (scikit-learn equivalent on
     train+val), ``sweep`` (list of {l2, val_top1}), ``val_top1``, ``n_train``, ``n_val``,
     ``n_test``, ``predictions`` (numpy, not for JSON), ``warnings``, ``protocol``.
+
+    ``patience``: the sweep runs from the strongest L2 to the weakest and stops once validation
+    accuracy has not improved for ``patience`` consecutive values (the weak end, where L-BFGS needs
+    the most iterations, is skipped once past the optimum); ``None`` runs the whole sweep.
     """
     xtr = as_tensor(train_feats, torch.float32)
     xte = as_tensor(test_feats, torch.float32)
@@ -130,12 +134,18 @@ def linear_probe(train_feats: ArrayLike, train_labels: ArrayLike, test_feats: Ar
         xv, yv = xtr[va_idx.to(dev)], ytr_d[va_idx.to(dev)]
         init = None
         best = (-1.0, l2_values[0], None)
+        since_best = 0
         for l2 in l2_values:
             init = fit_logreg(xa, ya, C, l2, init=init, max_iter=max_iter)
             acc = _acc(predict_scores(xv, *init), yv)
             sweep.append({"l2": l2, "C": l2_to_C(l2, int(tr_idx.numel())), "val_top1": acc})
             if acc > best[0]:  # strict: ties keep the stronger regularisation
                 best = (acc, l2, init)
+                since_best = 0
+            else:
+                since_best += 1
+                if patience is not None and since_best >= patience:
+                    break
         best_l2, val_top1, init = best[1], best[0], best[2]
     else:
         if len(l2_values) > 1:
@@ -147,7 +157,8 @@ def linear_probe(train_feats: ArrayLike, train_labels: ArrayLike, test_feats: Ar
     pred = top[:, 0]
     return {
         "protocol": PROTOCOL, "standardize": standardize, "val_frac": val_frac, "seed": seed,
-        "l2_values": l2_values, "sweep": sweep, "best_l2": best_l2,
+        "l2_values": l2_values, "sweep": sweep, "best_l2": best_l2, "patience": patience,
+        "sweep_stopped_early": len(sweep) < len(l2_values) and len(l2_values) > 1,
         "best_C": l2_to_C(best_l2, int(xtr.shape[0])), "val_top1": val_top1,
         "top1": float((pred == yte).double().mean() * 100),
         "top5": float((top == yte[:, None]).any(1).double().mean() * 100),

@@ -64,7 +64,12 @@ def install_d2_shims() -> None:
         stub.get_compiler_version = lambda: "none (test shim)"
         stub.get_cuda_version = lambda: "none"
         stub.has_cuda = lambda: False
-        stub.__getattr__ = lambda name: _missing(name)  # type: ignore[attr-defined]
+        def _getattr(name):
+            if name.startswith("__"):  # module protocol (__file__, __path__, ...): absent, as usual
+                raise AttributeError(name)
+            return _missing(name)
+
+        stub.__getattr__ = _getattr  # type: ignore[attr-defined]
         sys.modules["detectron2._C"] = stub
         try:
             import detectron2
