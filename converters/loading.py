@@ -12,7 +12,6 @@ The container is sniffed from the first bytes, not trusted from the file name.
 from __future__ import annotations
 
 import argparse
-import json
 import pickle
 import struct
 import zipfile
@@ -21,6 +20,7 @@ from typing import Any, Dict, Tuple
 
 import torch
 
+from transfer.checkpoint import read_safetensors
 from transfer.errors import UserError
 
 from .safe_pickle import safe_load
@@ -57,29 +57,10 @@ def load_file(path: Path) -> Tuple[Any, Dict[str, Any], str]:
         raise UserError(f"checkpoint not found: {path}")
     kind = sniff(path)
     if kind == "safetensors":
-        return _load_safetensors(path) + (kind,)
+        return read_safetensors(path) + (kind,)
     if kind == "pickle":
         return safe_load(path.read_bytes(), str(path)), {}, kind
     return _load_torch(path), {}, kind
-
-
-def _load_safetensors(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file as st_load
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-        sd = st_load(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"cannot read {path}: corrupt or truncated safetensors file ({e})") from None
-    meta: Dict[str, Any] = {}
-    for k, v in raw.items():
-        try:
-            meta[k] = json.loads(v)
-        except (json.JSONDecodeError, TypeError):
-            meta[k] = v
-    return sd, meta
 
 
 def _load_torch(path: Path) -> Any:

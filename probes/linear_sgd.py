@@ -20,6 +20,7 @@ from torch import nn
 
 from transfer.data import eval_transform
 from transfer.errors import UserError
+from transfer.optim import LARS, param_groups
 
 from .knn import per_class_accuracy
 
@@ -29,31 +30,6 @@ RECIPES = {
     "simsiam": {"optimizer": "lars", "lr": 0.02, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 4096,
                 "epochs": 90, "schedule": "cosine"},
 }
-
-
-class LARS(torch.optim.Optimizer):
-    """LARS (You et al. 2017) as in SimSiam's ``simsiam/optimizer.py``: SGD with momentum whose
-    step for every >1-D parameter is scaled by ``eta * ||w|| / (||g|| + wd * ||w||)``; biases and
-    other 1-D parameters take plain SGD steps."""
-
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001) -> None:
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta))
-
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
-        for g in self.param_groups:
-            for p in g["params"]:
-                if p.grad is None:
-                    continue
-                d = p.grad
-                if p.ndim > 1:
-                    d = d.add(p, alpha=g["weight_decay"])
-                    pn, dn = torch.norm(p), torch.norm(d)
-                    q = torch.where((pn > 0) & (dn > 0), g["eta"] * pn / dn, torch.ones_like(pn))
-                    d = d.mul(q)
-                buf = self.state[p].setdefault("mu", torch.zeros_like(p))
-                buf.mul_(g["momentum"]).add_(d)
-                p.add_(buf, alpha=-g["lr"])
 
 
 def _lr_at(recipe: str, base_lr: float, epoch_f: float, epochs: int) -> float:
@@ -118,7 +94,8 @@ def linear_eval_frozen(backbone: nn.Module, train_ds, test_ds, size: int, mean, 
     if r["optimizer"] == "sgd":
         opt = torch.optim.SGD(fc.parameters(), lr=base_lr, momentum=r["momentum"], weight_decay=r["weight_decay"])
     else:
-        opt = LARS(fc.parameters(), lr=base_lr, momentum=r["momentum"], weight_decay=r["weight_decay"])
+        # SimSiam main_lincls.py: LARS on the head; biases / 1-D parameters plain SGD without decay
+        opt = LARS(param_groups(fc, r["weight_decay"]), lr=base_lr, momentum=r["momentum"], eta=0.001)
     n = len(train_ds)
     steps_per_epoch = max(1, n // batch_size)
     images = getattr(train_ds, "images", None)

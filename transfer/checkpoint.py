@@ -107,8 +107,8 @@ def export_backbone(path: Path, backbone: ResNetBackbone, meta: Dict[str, Any]) 
     return header
 
 
-def read_export(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """Read an export: (state dict, metadata with JSON values decoded). Verifies the hash."""
+def read_safetensors(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """(state dict, header metadata with JSON values decoded); a bad file is one clear error."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"backbone file not found: {path}")
@@ -119,13 +119,19 @@ def read_export(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
             raw = f.metadata() or {}
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"cannot read {path}: not a valid safetensors file ({e})") from None
+        raise UserError(f"cannot read {path}: not a valid safetensors file, corrupt or truncated ({e})") from None
     meta: Dict[str, Any] = {}
     for k, v in raw.items():
         try:
             meta[k] = json.loads(v)
         except (json.JSONDecodeError, TypeError):
             meta[k] = v
+    return sd, meta
+
+
+def read_export(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Read an export: (state dict, metadata with JSON values decoded). Verifies the hash."""
+    sd, meta = read_safetensors(path)
     want = meta.get("weights_sha256")
     if want and weights_sha256(sd) != want:
         raise UserError(f"{path}: weights do not match the sha256 in their metadata (file altered?)")

@@ -50,7 +50,7 @@ DEFAULTS: Dict[str, Any] = {
         "max_steps": None,  # stop early (steps), schedules still span `epochs`
         "warmup_epochs": 5,
         "min_lr_ratio": 1e-3,
-        "lars_eta": 0.02,
+        "lars_eta": 0.001,
     },
     "ema": {"base": 0.996, "end": 1.0},
     "train": {

@@ -29,10 +29,11 @@ def momentum_schedule(base: float, end: float, total_steps: int) -> np.ndarray:
 class LARS(torch.optim.Optimizer):
     """LARS (You et al. 2017) as used by SimSiam / BYOL linear eval and pretraining: SGD with
     momentum whose update is scaled by ``eta ||w|| / ||g + wd w||``; parameter groups with
-    ``lars_exclude`` (biases and norms) get plain SGD without weight decay.
+    ``lars_exclude`` (biases and norms) get plain SGD without weight decay. ``eta`` = 0.001 is
+    SimSiam's ``trust_coefficient``.
     Written after facebookresearch/simsiam ``simsiam/optimizer.py``."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.02) -> None:
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False))
 
     @torch.no_grad()

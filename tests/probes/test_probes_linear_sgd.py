@@ -22,9 +22,14 @@ def test_tiny_run_keeps_backbone_frozen(recipe):
 
 
 def test_lars_scales_matrix_steps_only():
-    w = torch.nn.Parameter(torch.ones(2, 2))
-    b = torch.nn.Parameter(torch.ones(2))
-    opt = LARS([w, b], lr=1.0, momentum=0.0, eta=0.001)
+    from transfer.optim import param_groups
+
+    fc = torch.nn.Linear(2, 2)
+    w, b = fc.weight, fc.bias
+    with torch.no_grad():
+        w.fill_(1.0)
+        b.fill_(1.0)
+    opt = LARS(param_groups(fc, 0.0), lr=1.0, momentum=0.0, eta=0.001)  # the probe's construction
     w.grad, b.grad = torch.full((2, 2), 10.0), torch.full((2,), 10.0)
     opt.step()
     torch.testing.assert_close(w.data, torch.full((2, 2), 1 - 0.001 * 10 * (2 / 20)))

@@ -61,7 +61,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
 
     r = _run(["pretrain", str(killed)], timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert f"resumed" in r.stderr and f"step {at_kill}" in r.stderr
+    assert "resumed" in r.stderr and f"step {at_kill}" in r.stderr
     a, b = load_state(tmp_path / "ref" / "checkpoint.pt"), load_state(ckpt)
     assert a["step"] == b["step"] == 40
     for k, v in a["model"].items():

@@ -62,21 +62,11 @@ def run(args: argparse.Namespace) -> int:
     task = TASKS.get(args.task)
     if not args.ckpt:
         raise UserError("--ckpt is required (a backbone export, run folder, checkpoint, zoo:NAME or random:ARCH)")
-    settings = dict(task.settings)
+    overrides = {}
     for o in args.overrides:
-        for k, v in parse_override(o).items():
-            if k not in settings:
-                import difflib
-
-                close = difflib.get_close_matches(k, list(settings), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise UserError(f"unknown setting {k!r} for task {task.name}{hint}; known: {sorted(settings)}")
-            settings[k] = v
-    if args.max_iter is not None:
-        settings["max_iter"] = args.max_iter
-    data = task.locate(args.data)
-    if data is None:
-        raise UserError(f"data for {task.name} not found at {args.data or task.data_dir}; expected layout:\n{task.layout}")
+        overrides.update(parse_override(o))
+    settings = task.resolve_settings(overrides, args.max_iter)
+    data = task.require_data(args.data)
     out = Path(args.out) if args.out else default_out(task.name, str(args.ckpt))
     assert task.runner is not None, f"task {task.name} has no runner"
     res = task.runner(task=task, ckpt=args.ckpt, engine=args.engine, data=data, out_dir=out, settings=settings,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections import OrderedDict
 from pathlib import Path

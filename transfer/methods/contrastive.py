@@ -43,7 +43,6 @@ class SimCLR(Method):
         return rules.contrastive_reference(u, pos, cands, float(self.hp["tau"]), self.kernel, mask)
 
     def loss_forward(self, v: Views, step: int):
-        tau = float(self.hp["tau"])
         u1, u2 = F.normalize(v.z1, dim=1), F.normalize(v.z2, dim=1)
         if self.momentum:
             tn1, tn2 = F.normalize(v.t1.detach(), dim=1), F.normalize(v.t2.detach(), dim=1)

@@ -9,7 +9,6 @@ forward and backward equal BatchNorm over the concatenated global batch. On GPU,
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..dist import all_reduce_sum_with_grad, world

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import paper
 from .cells import VARIANTS, fmt_seconds
-from .table import fmt, main_table_md, pivot_md, probe_line, setting_line, spread_md, transfer_line
+from .table import main_table_md, pivot_md, probe_line, setting_line, spread_md, transfer_line
 
 Stat = Dict[str, Any]
 

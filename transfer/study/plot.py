@@ -116,7 +116,7 @@ def bar_chart_svg(table: Dict[str, Any]) -> str:
     total_w = w + ml + 20
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w:.0f}" height="{height:.0f}" '
              f'viewBox="0 0 {total_w:.0f} {height:.0f}" font-family="sans-serif">',
-             f'<rect width="100%" height="100%" fill="#fff"/>',
+             '<rect width="100%" height="100%" fill="#fff"/>',
              f'<text x="{ml:.1f}" y="16" font-size="12">{escape(head)}</text>'] + legend + body
     if not body:
         parts.append(f'<text x="{ml:.1f}" y="80" font-size="12">no finished cell yet</text>')

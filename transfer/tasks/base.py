@@ -34,6 +34,33 @@ class Task:
     runner: Optional[Callable[..., Dict[str, Any]]] = None
     find_data: Optional[Callable[[Optional[str]], Optional[Path]]] = None  # bundled / synthetic sets
 
+    def resolve_settings(self, overrides: Dict[str, Any], max_iter: Optional[int] = None) -> Dict[str, Any]:
+        """The task's settings with ``overrides`` applied; an unknown key is an error naming the
+        closest known one."""
+        import difflib
+
+        from ..errors import UserError
+
+        s = dict(self.settings)
+        for k, v in overrides.items():
+            if k not in s:
+                close = difflib.get_close_matches(k, list(s), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise UserError(f"unknown setting {k!r} for task {self.name}{hint}; known: {sorted(s)}")
+            s[k] = v
+        if max_iter is not None:
+            s["max_iter"] = int(max_iter)
+        return s
+
+    def require_data(self, data: Optional[str]) -> Path:
+        """Where the data is, or an error printing the exact layout expected."""
+        from ..errors import UserError
+
+        where = self.locate(str(data) if data is not None else None)
+        if where is None:
+            raise UserError(f"data for {self.name} not found at {data or self.data_dir}; expected layout:\n{self.layout}")
+        return where
+
     def locate(self, data: Optional[str]) -> Optional[Path]:
         if self.find_data is not None:
             return self.find_data(data)

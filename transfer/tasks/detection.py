@@ -25,7 +25,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 from ..errors import UserError
 from .base import TASKS, Task, data_root, register_task
@@ -252,16 +252,8 @@ def run_task(name: str, ckpt, data=None, out_dir="runs/transfer", max_iter: Opti
     """Python entry point: ``run_task("trees_det", "runs/demo", max_iter=300, ims_per_batch=2)``.
     ``settings`` override the task's (unknown keys are refused, as on the CLI)."""
     task = TASKS.get(name)
-    s = dict(task.settings)
-    for k, v in settings.items():
-        if k not in s:
-            raise UserError(f"unknown setting {k!r} for task {name}; known: {sorted(s)}")
-        s[k] = v
-    if max_iter is not None:
-        s["max_iter"] = int(max_iter)
-    where = task.locate(str(data) if data is not None else None)
-    if where is None:
-        raise UserError(f"data for {name} not found at {data or task.data_dir}; expected layout:\n{task.layout}")
+    s = task.resolve_settings(settings, max_iter)
+    where = task.require_data(data)
     return task.runner(task=task, ckpt=ckpt, engine=engine, data=where, out_dir=Path(out_dir), settings=s,
                        eval_only=eval_only, device=device)
 

@@ -277,16 +277,8 @@ def run_task(name: str, ckpt: str, data: Optional[str] = None, out_dir: Optional
     task = TASKS.get(name)
     if task.kind != "seg":
         raise UserError(f"task {name} is not a segmentation task")
-    s = dict(task.settings)
-    for k, v in settings.items():
-        if k not in s:
-            raise UserError(f"unknown setting {k!r} for task {name}; known: {sorted(s)}")
-        s[k] = v
-    if max_iter is not None:
-        s["max_iter"] = int(max_iter)
-    where = task.locate(data)
-    if where is None:
-        raise UserError(f"data for {name} not found at {data or task.data_dir}; expected layout:\n{task.layout}")
+    s = task.resolve_settings(settings, max_iter)
+    where = task.require_data(data)
     out = Path(out_dir) if out_dir else Path("runs") / "transfer" / name / Path(str(ckpt)).stem.replace(":", "_")
     return runner(task=task, ckpt=ckpt, engine=engine, data=where, out_dir=out, settings=s, eval_only=eval_only,
                   device=device)
