@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..dist import all_reduce_mean, gather_nograd
+from ..dist import all_reduce_mean
 from ..nn.heads import mlp
 from . import rules
 from .base import METHODS, Bank, Views
@@ -88,8 +88,8 @@ class DirectPred(Asymmetric):
 
     def loss_forward(self, v: Views, step: int):
         with torch.no_grad():
-            f = torch.cat([gather_nograd(v.z1.detach()), gather_nograd(v.z2.detach())], 0)
-            fb = all_reduce_mean(f.T @ f / f.shape[0])  # E_B[f f^T], not mean-centred
+            f = torch.cat([v.z1.detach(), v.z2.detach()], 0)
+            fb = all_reduce_mean(f.T @ f / f.shape[0])  # E_B[f f^T] over the global batch, not centred
             self.F_hat.copy_(rules.ema_update(self.F_hat, fb, float(self.hp["rho"]), bool(self.F_hat_initialised)))
             self.F_hat_initialised.fill_(True)
             if step % max(1, int(self.hp["freq"])) == 0:

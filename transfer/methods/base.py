@@ -117,15 +117,15 @@ class Method(nn.Module):
             t1a, t2a = gather_nograd(tn1), gather_nograd(tn2)
             u1a, u2a = gather_nograd(u1d), gather_nograd(u2d)
             off = rank() * u1.shape[0]
-            self.update_state(t1a, t2a, step)
+            self.update_state(tn1, tn2, step)
             g1 = self.grad_rule(u1d, tn2, Bank(u1a, t2a, t1a, off))
             g2 = self.grad_rule(u2d, tn1, Bank(u2a, t1a, t2a, off))
             assert g1.shape == u1.shape and g2.shape == u2.shape, f"rule returned {g1.shape}, want {u1.shape}"
         return 0.5 * ((g1 * u1).sum(1).mean() + (g2 * u2).sum(1).mean())
 
     # ------------------------------------------------------------------ to implement
-    def update_state(self, t1_all: Tensor, t2_all: Tensor, step: int) -> None:
-        """Update rule state from the global normalised targets (grad form)."""
+    def update_state(self, t1: Tensor, t2: Tensor, step: int) -> None:
+        """Update rule state from this rank's normalised targets (all-reduced inside; grad form)."""
 
     def grad_rule(self, u: Tensor, pos: Tensor, bank: Bank) -> Tensor:
         raise NotImplementedError(f"{self.name} has no gradient form")

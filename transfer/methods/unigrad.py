@@ -20,10 +20,10 @@ class CorrelationState(Method):
         self.register_buffer("F_initialised", torch.zeros((), dtype=torch.bool))
 
     @torch.no_grad()
-    def update_state(self, t1_all: torch.Tensor, t2_all: torch.Tensor, step: int) -> None:
-        # banks are already global: the batch correlation needs no further all-reduce,
-        # but ranks must hold bit-identical F, so average anyway (cheap, d x d).
-        fb = all_reduce_mean(rules.correlation(t1_all.float(), t2_all.float()))
+    def update_state(self, t1: torch.Tensor, t2: torch.Tensor, step: int) -> None:
+        # this rank's targets; the mean over ranks of the local correlations is the global one
+        # (equal local batches), and every rank then holds the same F (UniGrad ``loss_unigrad``).
+        fb = all_reduce_mean(rules.correlation(t1.float(), t2.float()))
         self.F.copy_(rules.ema_update(self.F, fb, float(self.hp[self.rho_key]), bool(self.F_initialised)))
         self.F_initialised.fill_(True)
 
@@ -46,8 +46,6 @@ class UniGrad(CorrelationState):
         with torch.no_grad():
             tn1 = torch.nn.functional.normalize(v.t1, dim=1)
             tn2 = torch.nn.functional.normalize(v.t2, dim=1)
-            from ..dist import gather_nograd
-
-            self.update_state(gather_nograd(tn1), gather_nograd(tn2), step)
+            self.update_state(tn1, tn2, step)
         lam = float(self.hp["lambd"])
         return 0.5 * (rules.unigrad_reference(u1, tn2, self.F, lam) + rules.unigrad_reference(u2, tn1, self.F, lam))
