@@ -57,26 +57,24 @@ class Draw:
         r = torch.rand(self.total, generator=self.g, device=self.g.device)
         return r[self.offset:self.offset + self.n].to(self.device)
 
+    def uniform(self, lo: float, hi: float) -> torch.Tensor:
+        return self.rand() * (hi - lo) + lo
 
-def _u(n: int, lo: float, hi: float, g: "Draw", device) -> torch.Tensor:
-    return g.rand() * (hi - lo) + lo
-
-
-def _bern(n: int, p: float, g: "Draw", device) -> torch.Tensor:
-    return g.rand() < p
+    def bernoulli(self, p: float) -> torch.Tensor:
+        return self.rand() < p
 
 
 def random_resized_crop(x: torch.Tensor, cfg: AugmentConfig, g: Draw) -> torch.Tensor:
     """Crop + flip + resize of a float batch (B, C, H, W) to ``cfg.size`` with one grid_sample."""
     b, dev = x.shape[0], x.device
-    area = _u(b, cfg.scale_min, cfg.scale_max, g, dev)
-    logr = _u(b, math.log(cfg.ratio_min), math.log(cfg.ratio_max), g, dev)
+    area = g.uniform(cfg.scale_min, cfg.scale_max)
+    logr = g.uniform(math.log(cfg.ratio_min), math.log(cfg.ratio_max))
     r = torch.exp(logr)
     w = torch.sqrt(area * r).clamp(max=1.0)  # fraction of the image width
     h = torch.sqrt(area / r).clamp(max=1.0)
     cx = (g.rand() * 2 - 1) * (1 - w)
     cy = (g.rand() * 2 - 1) * (1 - h)
-    flip = torch.where(_bern(b, cfg.p_flip, g, dev), -1.0, 1.0)
+    flip = torch.where(g.bernoulli(cfg.p_flip), -1.0, 1.0)
     theta = torch.zeros(b, 2, 3, device=dev)
     theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
@@ -92,21 +90,21 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 
 def color_jitter(x: torch.Tensor, cfg: AugmentConfig, g: Draw) -> torch.Tensor:
     b, dev = x.shape[0], x.device
-    on = _bern(b, cfg.p_jitter, g, dev).view(b, 1, 1, 1)
+    on = g.bernoulli(cfg.p_jitter).view(b, 1, 1, 1)
     y = x
     if cfg.brightness > 0:
-        f = _u(b, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness, g, dev).view(b, 1, 1, 1)
+        f = g.uniform(max(0.0, 1 - cfg.brightness), 1 + cfg.brightness).view(b, 1, 1, 1)
         y = (y * f).clamp(0, 1)
     if cfg.contrast > 0:
-        f = _u(b, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast, g, dev).view(b, 1, 1, 1)
+        f = g.uniform(max(0.0, 1 - cfg.contrast), 1 + cfg.contrast).view(b, 1, 1, 1)
         m = _gray(y).mean(dim=(1, 2, 3), keepdim=True)
         y = (f * y + (1 - f) * m).clamp(0, 1)
     if x.shape[1] == 3:
         if cfg.saturation > 0:
-            f = _u(b, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation, g, dev).view(b, 1, 1, 1)
+            f = g.uniform(max(0.0, 1 - cfg.saturation), 1 + cfg.saturation).view(b, 1, 1, 1)
             y = (f * y + (1 - f) * _gray(y)).clamp(0, 1)
         if cfg.hue > 0:
-            ang = _u(b, -cfg.hue, cfg.hue, g, dev) * 2 * math.pi
+            ang = g.uniform(-cfg.hue, cfg.hue) * 2 * math.pi
             yiq = torch.einsum("ij,bjhw->bihw", _YIQ.to(dev), y)
             c, s = torch.cos(ang).view(b, 1, 1), torch.sin(ang).view(b, 1, 1)
             i2 = c * yiq[:, 1] - s * yiq[:, 2]
@@ -119,7 +117,7 @@ def color_jitter(x: torch.Tensor, cfg: AugmentConfig, g: Draw) -> torch.Tensor:
 def random_grayscale(x: torch.Tensor, p: float, g: Draw) -> torch.Tensor:
     if x.shape[1] == 1 or p <= 0:
         return x
-    on = _bern(x.shape[0], p, g, x.device).view(-1, 1, 1, 1)
+    on = g.bernoulli(p).view(-1, 1, 1, 1)
     return torch.where(on, _gray(x).expand_as(x), x)
 
 
@@ -127,8 +125,8 @@ def gaussian_blur(x: torch.Tensor, cfg: AugmentConfig, g: Draw) -> torch.Tensor:
     b, c, hgt, wid = x.shape
     k = max(3, int(0.1 * cfg.size) // 2 * 2 + 1)
     scale = cfg.size / 224.0
-    sigma = _u(b, cfg.blur_sigma_min * scale, cfg.blur_sigma_max * scale, g, x.device).clamp(min=1e-3)
-    on = _bern(b, cfg.p_blur, g, x.device)
+    sigma = g.uniform(cfg.blur_sigma_min * scale, cfg.blur_sigma_max * scale).clamp(min=1e-3)
+    on = g.bernoulli(cfg.p_blur)
     if cfg.p_blur <= 0:
         return x
     r = torch.arange(k, device=x.device, dtype=x.dtype) - k // 2
