@@ -241,7 +241,9 @@ def _make_trainer_cls(split_by_name: Dict[str, Any], voc_metric: bool, out_dir: 
     return Trainer
 
 
-def _main(cfg, split_by_name, voc_metric, out_dir, eval_only, resume):
+def _main(cfg, split_by_name, voc_metric, out_dir, eval_only, resume, prefix, train_split, test_split):
+    # workers started by detectron2's launch (mp.spawn) are fresh interpreters: register here too
+    register_datasets(prefix, train_split, test_split)
     register_extra_norm_heads()
     from detectron2.checkpoint import DetectionCheckpointer
 
@@ -253,6 +255,30 @@ def _main(cfg, split_by_name, voc_metric, out_dir, eval_only, resume):
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=resume)
     return trainer.train()
+
+
+def _check_fingerprint(out_dir: Path, weights: str, s: Dict[str, Any], eval_only: bool) -> None:
+    """detectron2 resumes from ``OUTPUT_DIR/last_checkpoint`` whatever produced it: refuse a folder
+    trained from other weights or settings, and an ``--eval-only`` with nothing trained."""
+    from ..checkpoint import atomic_write_text
+    from ..errors import UserError
+
+    fp_path = out_dir / "d2_fingerprint.json"
+    want = {"weights_sha256": weights,
+            "settings": {k: v for k, v in sorted(s.items()) if k not in ("resume", "max_iter", "num_gpus")}}
+    want = json.loads(json.dumps(want, default=str))
+    trained = (out_dir / "last_checkpoint").is_file()
+    if trained and fp_path.is_file():
+        have = json.loads(fp_path.read_text())
+        if have != want:
+            raise UserError(f"{out_dir} holds a detectron2 run of other weights or settings "
+                            f"({fp_path}); use another --out")
+    elif trained:
+        raise UserError(f"{out_dir} holds a detectron2 run without {fp_path.name}: cannot tell what it was "
+                        f"trained from; use another --out")
+    if eval_only and not trained:
+        raise UserError(f"--eval-only: no trained detectron2 model in {out_dir} (last_checkpoint missing)")
+    atomic_write_text(fp_path, json.dumps(want, indent=1))
 
 
 def run(source, train_split, test_split, s: Dict[str, Any], out_dir: Path, eval_only: bool = False,
@@ -282,12 +308,14 @@ def run(source, train_split, test_split, s: Dict[str, Any], out_dir: Path, eval_
     (out_dir / "d2_config.yaml").write_text(cfg.dump())
     split_by_name = {names[0]: train_split, names[1]: test_split}
     ngpu = int(s.get("num_gpus", 0)) or (torch.cuda.device_count() if dev.type == "cuda" else 1)
+    _check_fingerprint(out_dir, source.identity, s, eval_only)
     result_file = out_dir / "inference" / "det_eval.json"
     if result_file.exists():
         result_file.unlink()
-    args = (cfg, split_by_name, voc_metric, out_dir, eval_only, bool(s.get("resume", True)))
+    args = (cfg, split_by_name, voc_metric, out_dir, eval_only, bool(s.get("resume", True)),
+            f"transfer_{task_name}", train_split, test_split)
     if ngpu > 1:
-        launch(_main, ngpu, args=args)
+        launch(_main, ngpu, dist_url="auto", args=args)
     else:
         _main(*args)
     if not result_file.is_file():
