@@ -10,6 +10,8 @@ scale, ``RESNETS.STRIDE_IN_1X1: False``, the depth, the norm (SyncBN, as in MoCo
 """
 from __future__ import annotations
 
+import json
+
 import pickle
 from pathlib import Path
 from typing import Any, Dict, List, Mapping
@@ -60,7 +62,7 @@ class Detectron2Writer(Writer):
         lines = [
             "# detectron2 config fragment for torchvision-style ResNet weights (written by `transfer convert`)",
             "MODEL:",
-            f'  WEIGHTS: "{Path(weights).resolve()}"',
+            f'  WEIGHTS: {json.dumps(str(Path(weights).resolve()))}',  # a JSON string is a valid YAML scalar
             f"  PIXEL_MEAN: {PIXEL_MEAN}",
             f"  PIXEL_STD: {PIXEL_STD}",
             "  RESNETS:",

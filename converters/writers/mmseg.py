@@ -49,6 +49,6 @@ class MMSegWriter(Writer):
             "    backbone=dict(",
             f"        type='ResNet', depth={depth}, style='pytorch', deep_stem=False, avg_down=False,",
             f"        stem_channels={ch}, base_channels={ch}, norm_cfg=norm_cfg,",
-            f"        init_cfg=dict(type='Pretrained', checkpoint='{Path(weights).resolve()}', prefix='backbone.')))",
+            f"        init_cfg=dict(type='Pretrained', checkpoint={str(Path(weights).resolve())!r}, prefix='backbone.')))",
             "",
         ])

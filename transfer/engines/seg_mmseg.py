@@ -28,6 +28,8 @@ Nothing here imports mmseg at module import time; :func:`available` says why it 
 """
 from __future__ import annotations
 
+import ast
+
 import functools
 import importlib.util
 import time
@@ -69,12 +71,33 @@ def stage_channels(arch: Dict[str, Any]) -> List[int]:
     return [max(4, int(round(64 * width * m))) * expansion for m in (1, 2, 4, 8)]
 
 
+def _literal(node: ast.AST, env: Dict[str, Any]) -> Any:
+    """Evaluate literals, ``dict(k=v, ...)`` calls and names bound earlier in the file -- nothing
+    else (no code from a config fragment runs)."""
+    if isinstance(node, ast.Name) and node.id in env:
+        return env[node.id]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        return {kw.arg: _literal(kw.value, env) for kw in node.keywords}
+    if isinstance(node, (ast.List, ast.Tuple)):
+        items = [_literal(e, env) for e in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    if isinstance(node, ast.Dict):
+        return {_literal(k, env): _literal(v, env) for k, v in zip(node.keys, node.values)}
+    return ast.literal_eval(node)
+
+
 def read_fragment(path: Path) -> Dict[str, Any]:
-    """The writer's Python config fragment -> its ``model`` dict (our own file, executed in an
-    empty namespace; mmengine's ``Config.fromfile`` does the same)."""
-    ns: Dict[str, Any] = {}
-    exec(compile(Path(path).read_text(), str(path), "exec"), {"__builtins__": {"dict": dict}}, ns)
-    return ns["model"]
+    """The writer's Python config fragment -> its ``model`` dict, parsed (never executed)."""
+    env: Dict[str, Any] = {}
+    try:
+        for stmt in ast.parse(Path(path).read_text(), str(path)).body:
+            if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+                env[stmt.targets[0].id] = _literal(stmt.value, env)
+    except (SyntaxError, ValueError) as e:
+        raise UserError(f"{path}: not a config fragment of plain dicts and literals ({e})") from None
+    if "model" not in env:
+        raise UserError(f"{path}: no 'model = dict(...)' in the config fragment")
+    return env["model"]
 
 
 def model_config(*, arch: Dict[str, Any], weights: Optional[str], num_classes: int, settings: Dict[str, Any],
