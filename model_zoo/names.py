@@ -16,10 +16,15 @@ MODEL_NAME_RULE = ("1-64 lowercase letters, digits, '.', '_' or '-', starting an
                    "or digit (no '/', no '..', no absolute path)")
 
 
+RESERVED = frozenset({"index.json"})  # the zoo's own file at its top level (.lock, .staging start with a dot)
+
+
 def check_name(name: object) -> str:
     """Return ``name`` if it is a valid model name, else raise :class:`UserError`."""
     if not isinstance(name, str) or not MODEL_NAME.fullmatch(name) or ".." in name:
         raise UserError(f"invalid zoo model name {name!r}: use {MODEL_NAME_RULE}")
+    if name in RESERVED:
+        raise UserError(f"invalid zoo model name {name!r}: reserved for the zoo's own files")
     return name
 
 
