@@ -25,6 +25,8 @@ from .backbones import ResNetBackbone, backbone_from_arch
 from .errors import UserError
 
 EXPORT_FORMAT = "transfer.backbone/1"
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once at import, never changed while other threads write files
 
 
 def atomic_write(path: Path, write_fn) -> None:
@@ -33,9 +35,7 @@ def atomic_write(path: Path, write_fn) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make every written file private
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make every written file private
     try:
         write_fn(tmp)
         with open(tmp, "rb") as f:

@@ -179,9 +179,15 @@ def validate(cfg: Dict[str, Any]) -> None:
     for k in ("batch_size", "epochs"):
         if not (isinstance(o[k], (int, float)) and o[k] > 0):
             raise UserError(f"optim.{k} must be a positive number, got {o[k]!r}")
+    if int(o["batch_size"]) != o["batch_size"]:
+        raise UserError(f"optim.batch_size must be an integer, got {o['batch_size']!r}")
+    for k in ("ckpt_every", "log_every"):
+        v = cfg["train"][k]
+        if not (isinstance(v, int) and v > 0):
+            raise UserError(f"train.{k} must be a positive integer (steps), got {v!r}")
     from .data.augment import AugmentConfig
 
-    known = set(AugmentConfig.__dataclass_fields__)
+    known = set(AugmentConfig.__dataclass_fields__) - {"size"}  # the size is data.size
     for k in cfg["data"]["aug"]:
         if k not in known:
             close = difflib.get_close_matches(k, sorted(known), n=1)

@@ -1,8 +1,8 @@
 """The end-to-end demo on Fashion-MNIST, on CPU: pretrain -> k-NN against baselines -> probes ->
 detection (trees_det) -> segmentation (nuclei_seg) -> publish to a local model zoo.
 
-Every stage writes under ``runs/demo`` and is skipped when its result is already there, so an
-interrupted demo resumes; ``--stages`` picks stages. Timings are printed per stage and saved with
+Every stage writes under ``runs/demo``; rerunning resumes the pretraining from its checkpoint and
+reuses the cached features, so an interrupted demo picks up quickly; ``--stages`` picks stages. Timings are printed per stage and saved with
 the numbers in ``runs/demo/demo_summary.json``.
 """
 from __future__ import annotations

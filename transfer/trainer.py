@@ -136,11 +136,18 @@ class Trainer:
             saved = json.loads(state.get("config", "{}"))
         except json.JSONDecodeError:
             saved = {}
-        for sec in ("method", "model"):
-            if saved.get(sec) and saved[sec] != self.cfg[sec]:
-                raise UserError(f"{path} was trained with {sec}={saved[sec]}, the config now says {self.cfg[sec]}; use another run name")
-        if saved.get("optim", {}).get("batch_size") not in (None, self.global_batch):
-            raise UserError(f"{path} was trained with optim.batch_size={saved['optim']['batch_size']}, not {self.global_batch}")
+        # everything that changes what step s computes must match; train.* and optim.max_steps may change
+        def flat(d, pre=""):
+            return {f"{pre}{k}": v for sec, sub in d.items() for k, v in
+                    (flat(sub, f"{pre}{sec}.").items() if isinstance(sub, dict) else [(f"{pre}{sec}", sub)])}
+        now = {k: v for k, v in flat(self.cfg).items() if k.split(".")[0] in ("seed", "method", "model", "data", "optim", "ema")}
+        was = flat(saved)
+        for k, v in sorted(now.items()):
+            if k in ("optim.max_steps", "data.workers", "data.root") or k not in was:
+                continue
+            if was[k] != v:
+                raise UserError(f"{path} was trained with {k}={was[k]!r}, the config now says {v!r}; "
+                                f"use another run name (name=...)")
         try:
             self.model.load_state_dict(state["model"])
             self.method.load_state_dict(state["method_state"])
@@ -184,8 +191,13 @@ class Trainer:
         """Drop log lines written after the checkpoint we resume from (they will be redone)."""
         if self.rank != 0 or not self.log_path.exists():
             return
-        keep = [ln for ln in self.log_path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", 0) <= self.step]
+        keep = []
+        for ln in self.log_path.read_text().splitlines():
+            try:
+                if json.loads(ln).get("step", 0) <= self.step:
+                    keep.append(ln)
+            except (json.JSONDecodeError, AttributeError):
+                continue  # a line cut by the kill
         atomic_write_text(self.log_path, "".join(k + "\n" for k in keep))
 
     # ------------------------------------------------------------------ the step
@@ -251,6 +263,7 @@ class Trainer:
     def fit(self) -> Dict[str, Any]:
         cfg, t = self.cfg, self.cfg["train"]
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.maybe_resume()  # refuses a checkpoint of another config before anything is written
         if self.rank == 0:
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
             try:
@@ -259,7 +272,6 @@ class Trainer:
                 self.tb = SummaryWriter(str(self.run_dir / "tb"))
             except Exception:
                 self.tb = None
-        self.maybe_resume()
         self.model.train()
         sampler = StepBatches(*self.sampler_args, start=self.step, end=self.stop_step)
         bar = Progress(self.stop_step, start=self.step, enabled=bool(t["progress"]) and not self.quiet,

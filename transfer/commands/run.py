@@ -50,7 +50,10 @@ def default_out(task: str, ckpt: str) -> Path:
     p = Path(ckpt)
     if p.is_dir() and (p / "backbone.safetensors").exists():
         return p / "transfer" / task
-    return Path("runs") / "transfer" / task / p.stem.replace(":", "_")
+    import re
+
+    tag = p.parent.name if p.is_file() else (p.name if p.exists() else ckpt)
+    return Path("runs") / "transfer" / task / re.sub(r"[^A-Za-z0-9._-]+", "_", tag).strip("_")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,10 +28,16 @@ def byol_loss(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 class Asymmetric(CorrelationState):
     family = "asymmetric"
     equivalence = "approximate"
+    eps_key = "eps"
+
+    def update_state(self, t1, t2, step):
+        super().update_state(t1, t2, step)
+        # one eigen-decomposition per step, shared by both views' rules
+        wp, M, _ = rules.directpred_predictor(self.F, float(self.hp[self.eps_key]))
+        self._wpm = (wp, M)
 
     def _wp_m(self):
-        wp, M, _ = rules.directpred_predictor(self.F, float(self.hp["eps"]))
-        return wp, M
+        return self._wpm
 
     def grad_rule(self, u, pos, bank: Bank):
         wp, M = self._wp_m()
@@ -78,7 +84,10 @@ class DirectPred(Asymmetric):
     name = "directpred"
     default_form = "loss"
     default_momentum = True
-    defaults = {"rho": 0.3, "eps": 0.1, "freq": 1}
+    # loss form: DirectPred's best small-scale setting (rho 0.3, eps 0.1; Tian et al.); grad form:
+    # UniGrad's BYOL/DirectPred-grad (rho 0.99, eps 0.3; seeds.md section 1)
+    defaults = {"rho": 0.3, "eps": 0.1, "freq": 1, "grad_rho": 0.99, "grad_eps": 0.3}
+    rho_key, eps_key = "grad_rho", "grad_eps"
 
     def __init__(self, dim: int, **kw) -> None:
         super().__init__(dim, **kw)

@@ -61,7 +61,8 @@ def vicreg_loss(za: torch.Tensor, zb: torch.Tensor, sim: float, std: float, cov:
         ct = sum(torch.logsumexp((c / exp_tau).masked_fill(eye, float("-inf")), 1).mean() for c in (ca, cb))
     else:
         ct = (_offdiag(ca).pow(2).sum() + _offdiag(cb).pow(2).sum()) / d
-    return sim * F.mse_loss(za, zb) + std * (va + vb) + cov * ct
+    # main_vicreg.py: std_loss = mean(relu(1 - std_x)) / 2 + mean(relu(1 - std_y)) / 2
+    return sim * F.mse_loss(za, zb) + std * (va + vb) / 2 + cov * ct
 
 
 def _splice(u: torch.Tensor, bank: Bank) -> torch.Tensor:

@@ -32,7 +32,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         c = x.shape[1]
         n = stats[-1].detach()
         mean = stats[:c] / n
-        var = stats[c:2 * c] / n - mean * mean
+        var = (stats[c:2 * c] / n - mean * mean).clamp(min=0)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
