@@ -238,9 +238,25 @@ def fingerprint(obj: Any) -> str:
 
 
 def pretrain_fingerprint(cfg: Dict[str, Any]) -> str:
-    """What decides the trained weights: the whole config but where it is written."""
-    return fingerprint({k: v for k, v in cfg.items() if k not in ("out_dir", "train")}
-                       | {"train": {k: v for k, v in cfg["train"].items() if k in ("amp", "deterministic")}})
+    """What decides the trained weights: the whole config but where it is written and settings
+    that do not apply (LARS's eta under SGD)."""
+    c = {k: v for k, v in cfg.items() if k not in ("out_dir", "train")}
+    if c.get("optim", {}).get("name") != "lars":
+        c["optim"] = {k: v for k, v in c["optim"].items() if k != "lars_eta"}
+    return fingerprint(c | {"train": {k: v for k, v in cfg["train"].items() if k in ("amp", "deterministic")}})
+
+
+def stored_fingerprint(run_dir: Path, rec: Optional[Dict[str, Any]]) -> Optional[str]:
+    """The fingerprint of what a folder was trained with: recomputed from its ``config.yaml`` when
+    there is one (so a refined fingerprint rule never orphans finished cells), else as recorded."""
+    import yaml
+
+    if (run_dir / "config.yaml").is_file():
+        try:
+            return pretrain_fingerprint(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        except Exception:  # noqa: BLE001 - unreadable: fall back to the record
+            pass
+    return rec.get("fingerprint") if rec else None
 
 
 def probe_fingerprint(spec: StudySpec) -> str:
@@ -255,7 +271,7 @@ def _pretrain(spec: StudySpec, cell: Cell, cfg: Dict[str, Any], device: str, cou
     pj = run_dir / "pretrain.json"
     fp = pretrain_fingerprint(cfg)
     rec = _read_json(pj)
-    if rec is not None and rec.get("fingerprint") not in (None, fp):
+    if rec is not None and stored_fingerprint(run_dir, rec) not in (None, fp):
         raise UserError(f"{run_dir} was trained under another setting (steps, batch, data or --set differ); "
                         f"use another --out or remove the folder")
     if _reusable(rec, spec.retry_failed) and (rec["status"] != "ok" or (run_dir / "backbone.safetensors").is_file()):
@@ -288,19 +304,12 @@ def _pretrain(spec: StudySpec, cell: Cell, cfg: Dict[str, Any], device: str, cou
 def check_setting(spec: StudySpec, cells: List[Cell], facts: Dict[str, Any]) -> None:
     """Refuse, before anything runs, an OUT folder whose cells were trained under another setting
     (finished: ``pretrain.json``; interrupted: the trainer's ``config.yaml``)."""
-    import yaml
 
     for c in cells:
         cfg = cell_config(spec, c, facts["n_train"], facts["size"])
         run_dir = Path(cfg["out_dir"]) / cfg["name"]
         fp = pretrain_fingerprint(cfg)
-        rec = _read_json(run_dir / "pretrain.json")
-        old = rec.get("fingerprint") if rec else None
-        if old is None and (run_dir / "config.yaml").is_file():
-            try:
-                old = pretrain_fingerprint(yaml.safe_load((run_dir / "config.yaml").read_text()))
-            except Exception:  # noqa: BLE001 - unreadable: the trainer will say more
-                old = None
+        old = stored_fingerprint(run_dir, _read_json(run_dir / "pretrain.json"))
         if old is not None and old != fp:
             raise UserError(f"{run_dir} was trained under another setting (steps, batch, data or --set differ); "
                             f"use another --out or remove the folder")
@@ -318,7 +327,7 @@ def run_cell(spec: StudySpec, cell: Cell, facts: Dict[str, Any], device: str,
     cj = cell_dir / "cell.json"
     rec = _read_json(cj)
     fp_pre, fp_probe = pretrain_fingerprint(cfg), probe_fingerprint(spec)
-    if rec is not None and rec.get("fingerprint") not in (None, fp_pre):
+    if rec is not None and stored_fingerprint(cell_dir, rec) not in (None, fp_pre):
         raise UserError(f"{cell_dir} was trained under another setting (steps, batch, data or --set differ); "
                         f"use another --out or remove the folder")
     pretrain_failed = rec is not None and str(rec.get("reason", "")).startswith("pretraining:")
