@@ -93,3 +93,14 @@ def test_step_batches_resume_and_ranks():
     assert [a + b for a, b in zip(r0, r1)] == full
     with pytest.raises(UserError, match="divisible"):
         StepBatches(100, 21, 1, 0, 2, 0, 1)
+
+
+def test_image_folder_splits_must_share_classes(tmp_path):
+    from PIL import Image
+
+    for split, classes in (("train", ["a", "b"]), ("val", ["a", "c"])):
+        for c in classes:
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / split / c / "x.png")
+    with pytest.raises(UserError, match="class folders differ.*b, c"):
+        build_dataset(str(tmp_path), "test")

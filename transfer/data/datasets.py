@@ -257,5 +257,14 @@ def build_dataset(name: str, split: str = "train", root: Optional[str] = None,
         sub = p / split
         if not sub.is_dir() and split == "test" and (p / "val").is_dir():
             sub = p / "val"
-        return ImageFolderDataset(sub if sub.is_dir() else p, load_size)
+        ds = ImageFolderDataset(sub if sub.is_dir() else p, load_size)
+        train = p / "train"
+        if split != "train" and sub.is_dir() and train.is_dir():
+            # labels are class indices: every split must list the same classes, or they shift
+            tc = sorted(d.name for d in train.iterdir() if d.is_dir())
+            if tc != ds.classes:
+                diff = sorted(set(tc) ^ set(ds.classes))
+                raise UserError(f"{sub}: class folders differ from {train} ({', '.join(diff[:5])}); "
+                                f"every split needs the same class sub-folders")
+        return ds
     return DATASETS.get(name)  # raises the "unknown dataset ... did you mean" error
