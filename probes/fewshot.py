@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from transfer.errors import UserError
 
-from .checks import ArrayLike, as_tensor, check_features, infer_num_classes
+from .checks import ArrayLike, as_tensor, check_features, infer_num_classes, check_labels
 
 PROTOCOL = ("N-way K-shot episodes on L2-normalised features: prototype (cosine to class means) and "
             "logistic regression (C=1); mean +- 1.96 std/sqrt(episodes)")
@@ -152,6 +152,7 @@ def lowshot_curve(train_feats: ArrayLike, train_labels: ArrayLike, test_feats: A
     by_class = group_by_class(ytr)
     classes = sorted(by_class)
     nc = infer_num_classes(ytr, yte)
+    warnings += check_labels(ytr, yte, nc)  # negative or out-of-range labels: an error, not a remap
     min_n = min(len(v) for v in by_class.values())
     shots = list(shots) if shots is not None else default_lowshot_shots(min_n)
     too_big = [s for s in shots if s > min_n]
