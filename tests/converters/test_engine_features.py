@@ -28,6 +28,16 @@ def _random_backbone(depth: int):
     return bb.eval()
 
 
+def _converted(tmp_path, depth: int, target: str, out_name: str):
+    """A random backbone and its conversion to ``target`` (through our export, as a user would)."""
+    bb = _random_backbone(depth)
+    src = tmp_path / "backbone.safetensors"
+    export_backbone(src, bb, {"method": "test"})
+    out = tmp_path / out_name
+    convert(src, target, out)
+    return bb, out
+
+
 @pytest.mark.parametrize("depth", [18, 50])
 def test_detectron2_backbone_features_equal(tmp_path, depth):
     from tests.tasks.det_helpers import d2_importable, install_d2_shims
@@ -41,11 +51,7 @@ def test_detectron2_backbone_features_equal(tmp_path, depth):
     from detectron2.layers import ShapeSpec
     from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
-    bb = _random_backbone(depth)
-    src = tmp_path / "backbone.safetensors"
-    export_backbone(src, bb, {"method": "test"})
-    out = tmp_path / "d2.pkl"
-    convert(src, "detectron2", out)
+    bb, out = _converted(tmp_path, depth, "detectron2", "d2.pkl")
     cfg = get_cfg()
     cfg.MODEL.RESNETS.DEPTH = depth
     cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
@@ -72,11 +78,7 @@ def test_mmseg_backbone_features_equal(tmp_path, depth):
         from mmseg.models.backbones import ResNet
     except Exception as e:  # noqa: BLE001 - any import failure means: not importable here
         pytest.skip(f"mmsegmentation not importable: {type(e).__name__}: {str(e)[:120]}")
-    bb = _random_backbone(depth)
-    src = tmp_path / "backbone.safetensors"
-    export_backbone(src, bb, {"method": "test"})
-    out = tmp_path / "mmseg.pth"
-    convert(src, "mmseg", out)
+    bb, out = _converted(tmp_path, depth, "mmseg", "mmseg.pth")
     sd = torch.load(out, weights_only=True)
     sd = sd.get("state_dict", sd)
     sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
