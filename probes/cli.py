@@ -1,4 +1,4 @@
-"""``transfer probe {knn,linear,fewshot,all} --ckpt SPEC --data NAME_OR_PATH [options]``.
+"""``transfer probe {knn,linear,fewshot,all,finetune} --ckpt SPEC --data NAME_OR_PATH [options]``.
 
 ``--ckpt`` takes a run folder / backbone file, ``random:ARCH[:WIDTH[:SEED]]`` or ``pixels``.
 """
@@ -61,6 +61,45 @@ def _fewshot_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lowshot-seeds", type=int, default=3)
 
 
+def _baselines(s: str) -> List[str]:
+    vals = [v.strip() for v in s.split(",") if v.strip()]
+    if vals == ["none"]:
+        return []
+    bad = [v for v in vals if v not in ("random", "pixels")]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown baseline {bad[0]!r}; choose from random, pixels, none")
+    return vals
+
+
+def _finetune_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", default="1%", help="labelled part of the train split: a percentage (1%%, 10%%), "
+                                                  "images per class (an integer), or a file of image ids "
+                                                  "(ImageNet's official 1%%/10%% lists)")
+    p.add_argument("--ft-epochs", type=int, default=30, help="fine-tuning epochs over the labelled subset (default 30)")
+    p.add_argument("--ft-batch-size", type=int, default=64)
+    p.add_argument("--ft-lr", type=float, default=None, help="default 0.05 x batch / 256 (SimCLR)")
+    p.add_argument("--ft-momentum", type=float, default=0.9)
+    p.add_argument("--no-nesterov", action="store_true", help="plain momentum instead of Nesterov")
+    p.add_argument("--ft-weight-decay", type=float, default=0.0)
+    p.add_argument("--crop-scale-min", type=float, default=0.35, help="RandomResizedCrop scale lower bound")
+    p.add_argument("--val-per-class", type=int, default=0,
+                   help="validation images per class from train images outside the labelled subset (for tuning)")
+    p.add_argument("--baselines", type=_baselines, default=["random", "pixels"],
+                   help="comma list of random (same arch, random init, fine-tuned the same way), pixels "
+                        "(raw-pixel logistic regression), or none")
+    p.add_argument("--l2-steps", type=int, default=45, help="L2 sweep size of the pixel baseline")
+    p.add_argument("--ft-max-steps", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def finetune_config_from_args(a: argparse.Namespace):
+    from .finetune import FinetuneConfig
+
+    return FinetuneConfig(labels=a.labels, epochs=a.ft_epochs, batch_size=a.ft_batch_size, lr=a.ft_lr,
+                          momentum=a.ft_momentum, nesterov=not a.no_nesterov, weight_decay=a.ft_weight_decay,
+                          crop_scale_min=a.crop_scale_min, val_per_class=a.val_per_class,
+                          baselines=tuple(a.baselines), max_steps=a.ft_max_steps)
+
+
 def config_from_args(a: argparse.Namespace) -> ProbeConfig:
     cfg = ProbeConfig(size=a.size, device=a.device, batch_size=a.batch_size, cache_dir=a.cache_dir,
                       use_cache=not a.no_cache, data_root=a.data_root, train_split=a.train_split,
@@ -89,7 +128,11 @@ def _print(report: dict) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    if args.probe == "all":
+    if args.probe == "finetune":
+        from .finetune import run_finetune
+
+        report = run_finetune(args.ckpt, args.data, Path(args.out), cfg, finetune_config_from_args(args))
+    elif args.probe == "all":
         report = run_all(args.ckpt, args.data, Path(args.out), cfg)
     else:
         report = run_probe(args.probe, args.ckpt, args.data, Path(args.out), cfg)
@@ -108,6 +151,8 @@ def register(subparsers) -> None:
         ("linear", [_linear_opts], "linear probe (fast L-BFGS on cached features, or moco/simsiam)"),
         ("fewshot", [_fewshot_opts], "N-way K-shot episodes and a low-shot curve"),
         ("all", [_knn_opts, _linear_opts, _fewshot_opts], "all three probes, one combined report"),
+        ("finetune", [_finetune_opts], "fine-tune the whole backbone on 1%/10% labels (SimCLR/BYOL "
+                                       "semi-supervised protocol) vs random init and raw pixels"),
     ):
         sp = sub.add_parser(name, help=helptext)
         _common(sp)

@@ -108,6 +108,25 @@ def fewshot_sections(r: Dict[str, Any]) -> List[Section]:
     return out
 
 
+def finetune_section(r: Dict[str, Any]) -> Section:
+    lab, c = r["labels"], r["config"]
+    pc = lab["per_class"]
+    lines = [f"Protocol: {r['protocol']}.",
+             f"Labelled subset ({lab['spec']}, seed {lab['seed']}): {lab['n_labelled']} of {lab['n_train']} train "
+             f"images ({100 * lab['fraction']:.3g} %), {min(pc)}-{max(pc)} per class; {lab['selection']}.",
+             f"Fine-tuning: {c['epochs']} epochs, batch {c['batch_size']}, lr {c['lr_used']:g} "
+             f"({'Nesterov ' if c['nesterov'] else ''}SGD, momentum {c['momentum']}, weight decay {c['weight_decay']}), "
+             f"cosine to 0, RandomResizedCrop(scale {c['crop_scale_min']}-1)+flip.",
+             (f"Validation: {r['n_val']} {r['val_from']}; nothing is chosen on the test split." if r.get("n_val")
+              else "No validation split requested; nothing is chosen on the test split.")]
+    s = Section("Semi-supervised fine-tuning", lines,
+                ["run", "source", "method", "test top-1 %", "test top-5 %", "val top-1 %", "steps", "seconds"])
+    for name, run in r["runs"].items():
+        s.rows.append([name, f"`{run['source'].get('spec')}`", run["method"], _f(run.get("top1")),
+                       _f(run.get("top5")), _f(run.get("val_top1")), run.get("steps", "-"), _f(run.get("seconds"), 1)])
+    return s
+
+
 def build_sections(report: Dict[str, Any]) -> List[Section]:
     src, ds = report.get("source", {}), report.get("dataset", {})
     head = Section("Setup", [
@@ -125,6 +144,8 @@ def build_sections(report: Dict[str, Any]) -> List[Section]:
         secs.append(linear_section(p["linear"]))
     if "fewshot" in p:
         secs += fewshot_sections(p["fewshot"])
+    if "finetune" in p:
+        secs.append(finetune_section(p["finetune"]))
     emb = report.get("embedding")
     if emb is not None:
         secs.append(Section("Test features, 2-D PCA", [f"{len(emb['labels'])} test images, coloured by class."],
