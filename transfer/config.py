@@ -65,6 +65,14 @@ DEFAULTS: Dict[str, Any] = {
         "progress": True,
         "deterministic": False,
         "threads": None,
+        # float64 is for numerical checks on CPU (e.g. 2-process == 1-process): reduction-order
+        # error then sits ~1e-16 relative instead of ~1e-7, far below any real discrepancy
+        "dtype": "float32",
+        # where the k-NN monitor takes its queries: "test" (the held-out split), or "val" = a
+        # seeded ``knn_val``-image subset of train (bank: the other train images) for choosing
+        # recipe settings without looking at the test set
+        "knn_split": "test",
+        "knn_val": 5000,
     },
 }
 
@@ -181,6 +189,13 @@ def validate(cfg: Dict[str, Any]) -> None:
             raise UserError(f"optim.{k} must be a positive number, got {o[k]!r}")
     if int(o["batch_size"]) != o["batch_size"]:
         raise UserError(f"optim.batch_size must be an integer, got {o['batch_size']!r}")
+    t = cfg["train"]
+    if t["dtype"] not in ("float32", "float64"):
+        raise UserError(f"train.dtype must be 'float32' or 'float64', got {t['dtype']!r}")
+    if t["knn_split"] not in ("test", "val"):
+        raise UserError(f"train.knn_split must be 'test' or 'val', got {t['knn_split']!r}")
+    if not (isinstance(t["knn_val"], int) and not isinstance(t["knn_val"], bool) and t["knn_val"] > 0):
+        raise UserError(f"train.knn_val must be a positive integer (images), got {t['knn_val']!r}")
     for k in ("ckpt_every", "log_every"):
         v = cfg["train"][k]
         if not (isinstance(v, int) and v > 0):

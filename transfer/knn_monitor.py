@@ -14,11 +14,12 @@ def embed(backbone: torch.nn.Module, ds: ImageDataset, idx: torch.Tensor, size: 
           batch: int = 512) -> torch.Tensor:
     was = backbone.training
     backbone.eval()
+    dtype = next(backbone.parameters()).dtype
     out = []
     for i in range(0, len(idx), batch):
         j = idx[i:i + batch]
         x = ds.images[j] if ds.images is not None else torch.stack([ds[int(k)][0] for k in j])
-        out.append(F.normalize(backbone(eval_transform(x.to(device), size, ds.mean, ds.std)).float(), dim=1).cpu())
+        out.append(F.normalize(backbone(eval_transform(x.to(device), size, ds.mean, ds.std).to(dtype)).float(), dim=1).cpu())
     backbone.train(was)
     return torch.cat(out)
 
@@ -47,6 +48,25 @@ def knn_eval(backbone: torch.nn.Module, train: ImageDataset, test: ImageDataset,
     te = torch.arange(len(test)) if max_test is None else torch.randperm(len(test), generator=g)[:max_test]
     ftr, fte = embed(backbone, train, tr, size, device), embed(backbone, test, te, size, device)
     return weighted_knn_top1(ftr, train.labels[tr], fte, test.labels[te], k, T)
+
+
+def val_split(n: int, n_val: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bank candidates, validation queries): a seeded ``n_val``-image subset of the train split
+    held out as queries, so recipe settings are chosen without the test split."""
+    if not 0 < n_val < n:
+        raise ValueError(f"validation size {n_val} must be between 1 and {n - 1} (train has {n} images)")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(10_007 + seed))
+    return perm[n_val:], perm[:n_val]
+
+
+def knn_eval_val(backbone: torch.nn.Module, train: ImageDataset, size: int, device: torch.device, bank: int,
+                 k: int, T: float, n_val: int, seed: int = 0) -> float:
+    """The monitor on a validation split carved from train (queries) with a bank of other train images."""
+    rest, val = val_split(len(train), n_val, seed)
+    g = torch.Generator().manual_seed(seed)
+    tr = rest[torch.randperm(len(rest), generator=g)[:bank]]
+    ftr, fva = embed(backbone, train, tr, size, device), embed(backbone, train, val, size, device)
+    return weighted_knn_top1(ftr, train.labels[tr], fva, train.labels[val], k, T)
 
 
 def pixels_knn(train: ImageDataset, test: ImageDataset, bank: int, k: int, T: float, seed: int = 0,

@@ -25,7 +25,7 @@ from .backbones import arch_name, build_backbone
 from .checkpoint import atomic_write_text, export_backbone, load_state, save_state
 from .data import AugmentConfig, StepBatches, TwoViewAugment, build_dataset, iterate_batches
 from .errors import UserError
-from .knn_monitor import knn_eval
+from .knn_monitor import knn_eval, knn_eval_val
 from .methods import Views, build_method
 from .model import Siamese
 from .nn.sync_bn import convert_sync_bn
@@ -35,6 +35,21 @@ from .progress import Progress
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+def nonfinite_tensors(state: Any, prefix: str = "") -> list:
+    """Names of the floating-point tensors in a (nested) state holding NaN or inf."""
+    bad = []
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() and not bool(torch.isfinite(state).all()):
+            bad.append(prefix or "<tensor>")
+    elif isinstance(state, dict):
+        for k, v in state.items():
+            bad += nonfinite_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            bad += nonfinite_tensors(v, f"{prefix}[{i}]")
+    return bad
 
 
 def setup_distributed(device: Optional[str] = None) -> torch.device:
@@ -47,6 +62,12 @@ def setup_distributed(device: Optional[str] = None) -> torch.device:
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")
+
+
+# settings a resumed run may change (train.* is never compared): they do not change what a step computes
+RESUME_MAY_CHANGE = ("optim.max_steps", "data.workers", "data.root")
+# atomic_write's temp files (``.<name>.<random>.tmp``) of the files a run folder holds
+RUN_FILES = ("checkpoint.pt", "backbone.safetensors", "config.yaml", "log.jsonl")
 
 
 class Trainer:
@@ -78,9 +99,10 @@ class Trainer:
                              predictor, self.method.momentum)
         if m["sync_bn"] and self.world > 1:
             self.model = convert_sync_bn(self.model, self.device)
-        self.model.to(self.device)
-        self.method.to(self.device)
-        self.amp = (t["amp"] == "auto" and self.device.type == "cuda") or t["amp"] is True
+        self.dtype = torch.float64 if t["dtype"] == "float64" else torch.float32
+        self.model.to(self.device, self.dtype)
+        self.method.to(self.device, self.dtype)
+        self.amp = ((t["amp"] == "auto" and self.device.type == "cuda") or t["amp"] is True) and self.dtype == torch.float32
         self.channels_last = (t["channels_last"] == "auto" and self.device.type == "cuda") or t["channels_last"] is True
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -138,12 +160,12 @@ class Trainer:
             saved = {}
         # everything that changes what step s computes must match; train.* and optim.max_steps may change
         def flat(d, pre=""):
-            return {f"{pre}{k}": v for sec, sub in d.items() for k, v in
+            return {k: v for sec, sub in d.items() for k, v in
                     (flat(sub, f"{pre}{sec}.").items() if isinstance(sub, dict) else [(f"{pre}{sec}", sub)])}
         now = {k: v for k, v in flat(self.cfg).items() if k.split(".")[0] in ("seed", "method", "model", "data", "optim", "ema")}
-        was = flat(saved)
+        was = flat(saved) if isinstance(saved, dict) else {}
         for k, v in sorted(now.items()):
-            if k in ("optim.max_steps", "data.workers", "data.root") or k not in was:
+            if k in RESUME_MAY_CHANGE or k not in was:
                 continue
             if was[k] != v:
                 raise UserError(f"{path} was trained with {k}={was[k]!r}, the config now says {v!r}; "
@@ -161,8 +183,15 @@ class Trainer:
         self.step = int(state["step"])
 
     def save(self) -> None:
+        """Write the checkpoint, only if every float tensor of the state is finite (a loss can stay
+        finite while, e.g., a BatchNorm running_var overflows): the last good checkpoint is kept."""
+        state = self.state_dict() if self.rank == 0 else None
+        bad = nonfinite_tensors({k: state[k] for k in ("model", "method_state", "optimizer")}) if state else []
+        if tdist.any_rank(bool(bad), self.device):
+            where = f" in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}" if bad else " on another rank"
+            raise NonFiniteLoss(f"non-finite values{where} at step {self.step}")
         if self.rank == 0:
-            save_state(self.ckpt_path, self.state_dict())
+            save_state(self.ckpt_path, state)
 
     def export(self) -> Path:
         path = self.run_dir / "backbone.safetensors"
@@ -174,9 +203,50 @@ class Trainer:
                 "steps": self.step, "images_seen": self.step * self.global_batch,
                 "epochs": round(self.step / self.steps_per_epoch, 4), "dataset": d["name"],
                 "input_size": self.size, "mean": list(self.train_set.mean), "std": list(self.train_set.std),
-                "knn_top1": self.last_knn,
+                "knn_top1": self.last_knn, "knn_split": self.cfg["train"]["knn_split"],
             })
         return path
+
+    def export_is_current(self) -> bool:
+        """Whether ``backbone.safetensors`` holds this step's online backbone (same step, same weights)."""
+        from safetensors import safe_open
+
+        from .checkpoint import weights_sha256
+
+        path = self.run_dir / "backbone.safetensors"
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception:
+            return False
+        sd = {k: v.detach().cpu().contiguous() for k, v in self.model.online.backbone.state_dict().items()}
+        return meta.get("steps") == json.dumps(self.step) and meta.get("weights_sha256") == weights_sha256(sd)
+
+    def _last_logged_knn(self) -> Optional[float]:
+        """The k-NN monitor logged at this step, for an export redone after a restart."""
+        if not self.log_path.exists():
+            return None
+        knn = None
+        for ln in self.log_path.read_text().splitlines():
+            try:
+                rec = json.loads(ln)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("step") == self.step and "knn_top1" in rec:
+                knn = rec["knn_top1"]
+        return knn
+
+    def remove_stale_temps(self) -> None:
+        """Temp files left by a kill in the middle of an atomic write (a checkpoint's can be
+        hundreds of MB); no other writer uses this run folder while it trains."""
+        if self.rank != 0:
+            return
+        for name in RUN_FILES:
+            for tmp in self.run_dir.glob(f".{name}.*.tmp"):
+                try:
+                    tmp.unlink()
+                except FileNotFoundError:
+                    pass
 
     def maybe_resume(self) -> bool:
         if not self.ckpt_path.exists():
@@ -231,7 +301,8 @@ class Trainer:
     def _views(self, step: int, x: torch.Tensor):
         g = torch.Generator(device=self.device).manual_seed(int(self.cfg["seed"]) * 7_919 + 104_729 * step + 1)
         local = x.shape[0]
-        return self.aug(x.to(self.device, non_blocking=True), g, offset=self.rank * local, total=self.global_batch)
+        x1, x2 = self.aug(x.to(self.device, non_blocking=True), g, offset=self.rank * local, total=self.global_batch)
+        return x1.to(self.dtype), x2.to(self.dtype)
 
     def _log(self, rec: Dict[str, Any]) -> None:
         if self.rank != 0:
@@ -246,6 +317,14 @@ class Trainer:
 
     def _knn(self) -> Optional[float]:
         t = self.cfg["train"]
+        if t["knn_split"] == "val":  # queries carved from train: recipe choices never see the test split
+            acc = None
+            if self.rank == 0:
+                acc = knn_eval_val(self.model.online.backbone, self.train_set, self.size, self.device,
+                                   int(t["knn_bank"]), int(t["knn_k"]), float(t["knn_t"]), int(t["knn_val"]))
+            if self.world > 1:
+                dist.barrier()
+            return acc
         try:
             test = build_dataset(self.cfg["data"]["name"], "test", self.cfg["data"]["root"], self.cfg["data"]["load_size"])
         except UserError:
@@ -263,6 +342,7 @@ class Trainer:
     def fit(self) -> Dict[str, Any]:
         cfg, t = self.cfg, self.cfg["train"]
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.remove_stale_temps()
         self.maybe_resume()  # refuses a checkpoint of another config before anything is written
         if self.rank == 0:
             atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
@@ -293,8 +373,8 @@ class Trainer:
                 if knn_due or (t["knn_every"] and self.step == self.stop_step and not epoch_end):
                     self.last_knn = self._knn()
                     if self.last_knn is not None:
-                        self._log({"step": self.step, "knn_top1": self.last_knn})
-                        bar.note(f"epoch {self.step / self.steps_per_epoch:.2f}: k-NN top-1 {self.last_knn:.2f}% (monitor: {int(t['knn_bank'])}-image bank)")
+                        self._log({"step": self.step, "knn_top1": self.last_knn, "knn_split": t["knn_split"]})
+                        bar.note(f"epoch {self.step / self.steps_per_epoch:.2f}: k-NN top-1 {self.last_knn:.2f}% (monitor: {t['knn_split']} queries, {int(t['knn_bank'])}-image bank)")
                 if self.step % int(t["ckpt_every"]) == 0 or epoch_end or self.step == self.stop_step:
                     self.save()
                     if epoch_end or self.step == self.stop_step:
@@ -303,6 +383,11 @@ class Trainer:
             bar.close()
             raise UserError(f"{e}; training stopped, the last good checkpoint is kept at {self.ckpt_path}") from None
         bar.close()
+        # a kill between the final checkpoint and its export leaves an older export: redo it
+        if self.step == self.stop_step and self.rank == 0 and not self.export_is_current():
+            if self.last_knn is None:
+                self.last_knn = self._last_logged_knn()
+            self.export()
         if self.tb is not None:
             self.tb.close()
         return {"run_dir": str(self.run_dir), "step": self.step, "knn_top1": self.last_knn, **last}

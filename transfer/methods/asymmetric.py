@@ -105,6 +105,6 @@ class DirectPred(Asymmetric):
                 s, U = torch.linalg.eigh(self.F_hat.double())
                 s = s.clamp(min=0)
                 p = (torch.sqrt(s / s.max().clamp(min=1e-12)) + float(self.hp["eps"])).clamp(min=1e-4)
-                self.Wp.copy_(((U * p) @ U.T).float())
+                self.Wp.copy_(((U * p) @ U.T).to(self.Wp.dtype))
         p1, p2 = v.z1 @ self.Wp.T, v.z2 @ self.Wp.T
         return 0.5 * (byol_loss(p1, v.t2) + byol_loss(p2, v.t1))

@@ -104,7 +104,7 @@ class MoCo(Method):
         keys = keys[-q:]
         p = int(self.queue_ptr)
         idx = (torch.arange(keys.shape[0], device=keys.device) + p) % q
-        self.queue[idx] = keys.float()
+        self.queue[idx] = keys.to(self.queue.dtype)
         self.queue_ptr.fill_((p + keys.shape[0]) % q)
         self.queue_len.fill_(min(q, int(self.queue_len) + keys.shape[0]))
 

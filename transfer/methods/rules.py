@@ -68,7 +68,7 @@ def correlation(t1: Tensor, t2: Tensor) -> Tensor:
 
 def ema_update(state: Tensor, batch: Tensor, rho: float, initialised: bool) -> Tensor:
     """``F <- F_batch`` on the first step, else ``rho F + (1 - rho) F_batch`` (fp32)."""
-    batch = batch.float()
+    batch = batch.float() if batch.dtype in (torch.float16, torch.bfloat16) else batch  # fp32 at least
     return batch.clone() if not initialised else rho * state + (1 - rho) * batch
 
 

@@ -6,7 +6,7 @@ import torch
 
 from ..dist import all_reduce_mean
 from . import rules
-from .base import METHODS, Bank, Method, Views
+from .base import METHODS, Bank, Method, Views, _fp32
 
 
 class CorrelationState(Method):
@@ -23,7 +23,7 @@ class CorrelationState(Method):
     def update_state(self, t1: torch.Tensor, t2: torch.Tensor, step: int) -> None:
         # this rank's targets; the mean over ranks of the local correlations is the global one
         # (equal local batches), and every rank then holds the same F (UniGrad ``loss_unigrad``).
-        fb = all_reduce_mean(rules.correlation(t1.float(), t2.float()))
+        fb = all_reduce_mean(rules.correlation(_fp32(t1), _fp32(t2)))
         self.F.copy_(rules.ema_update(self.F, fb, float(self.hp[self.rho_key]), bool(self.F_initialised)))
         self.F_initialised.fill_(True)
 

@@ -25,7 +25,7 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         self._check_input_dim(x)
         dims = [0] + list(range(2, x.dim()))
         n_local = x.numel() // x.shape[1]
-        xf = x.float()
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # fp32 at least (fp64 stays fp64)
         stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims),
                            torch.full((1,), float(n_local), device=x.device)])
         stats = all_reduce_sum_with_grad(stats)
