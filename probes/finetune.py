@@ -283,6 +283,16 @@ def evaluate(backbone: nn.Module, head: nn.Module, ds, idx: Optional[torch.Tenso
             "per_class": per_class_accuracy(pred, y, nc), "n": int(idx.numel())}
 
 
+def new_head(feature_dim: int, num_classes: int, seed: int = 0) -> nn.Linear:
+    """The linear head, weights N(0, 0.01) and bias 0 (SimCLR's supervised head), from ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = nn.Linear(feature_dim, num_classes)
+        nn.init.normal_(head.weight, 0.0, 0.01)
+        nn.init.zeros_(head.bias)
+    return head
+
+
 def finetune_backbone(backbone: nn.Module, train_ds, labelled: torch.Tensor, size: int, mean, std,
                       cfg: FinetuneConfig, num_classes: int, seed: int = 0,
                       device: str = "cpu") -> Tuple[nn.Module, nn.Linear, Dict[str, Any]]:
@@ -296,14 +306,10 @@ def finetune_backbone(backbone: nn.Module, train_ds, labelled: torch.Tensor, siz
     bs = min(cfg.batch_size, n)
     if bs < 2:
         raise UserError(f"fine-tuning needs at least 2 labelled images, got {n}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = copy.deepcopy(backbone).to(dev)
-        for p in model.parameters():
-            p.requires_grad_(True)
-        head = nn.Linear(model.feature_dim, num_classes).to(dev)
-        nn.init.normal_(head.weight, 0.0, 0.01)
-        nn.init.zeros_(head.bias)
+    model = copy.deepcopy(backbone).to(dev)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    head = new_head(model.feature_dim, num_classes, seed).to(dev)
     params = list(model.parameters()) + list(head.parameters())
     base_lr = cfg.base_lr()
     opt = torch.optim.SGD(params, lr=base_lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
