@@ -38,6 +38,7 @@ def atomic_write(path: Path, write_fn) -> None:
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would make every written file private
     try:
         write_fn(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # a writer that replaces the file (safetensors) makes it 0600 again
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -63,10 +64,13 @@ def load_state(path: Path) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"cannot read checkpoint {path}: corrupt or truncated (empty file)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, wrong format, pickled code objects, ...
-        raise UserError(f"cannot read checkpoint {path}: corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise UserError(f"cannot read checkpoint {path}: corrupt or truncated ({type(e).__name__}{': ' + first if first else ''})") from None
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
         raise UserError(f"{path} is not a transfer training checkpoint (keys 'model' and 'step' missing)")
     return state
