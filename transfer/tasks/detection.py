@@ -1,4 +1,4 @@
-"""Detection tasks: ``coco_det``, ``coco_det_c4``, ``voc_det``, ``trees_det``, ``shapes_det``.
+"""Detection tasks: ``coco_det``, ``coco_det_c4``, ``voc_det``, ``trees_det``, ``fmnist_det``, ``shapes_det``.
 
 A task is data (``../shared/docs/architecture.md``): a dataset layout, an engine preference and
 the settings of a published protocol (``../shared/docs/seeds.md`` section 4):
@@ -10,6 +10,10 @@ the settings of a published protocol (``../shared/docs/seeds.md`` section 4):
   (moco ``detection/configs/pascal_voc_R_50_C4_24k_moco.yaml``); COCO-style AP plus VOC07 11-point AP50.
 - ``trees_det``: real NEON aerial tree tiles from the deepforest wheel (``transfer.data.detection.trees``),
   one tile held out; a CPU-sized Faster R-CNN FPN schedule.
+- ``fmnist_det``: scenes of Fashion-MNIST *test-split* items on cluttered backgrounds
+  (``transfer.data.detection.fmnist_scenes``), written as COCO json and read by the COCO reader;
+  the transfer task a Fashion-MNIST-pretrained backbone is measured on. A checkpoint without
+  mean/std (``random:``) is fed Fashion-MNIST's (``default_mean``/``default_std``).
 - ``shapes_det``: synthetic shapes written in COCO-json (``format=coco``) or VOC (``format=voc``)
   layout and read back by the same readers; Mask R-CNN FPN, seconds on a CPU.
 
@@ -21,6 +25,7 @@ calls each task's ``runner``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -67,6 +72,12 @@ synthetic, written on first use to <data> (--data, or $TRANSFER_DATA/shapes_det)
   coco/annotations/instances_{train,val}.json  coco/{train,val}/*.png
   voc/VOC2007/{Annotations,JPEGImages,ImageSets/Main/{trainval,test}.txt}"""
 
+FMNIST_LAYOUT = """\
+synthetic, written on first use to <data> (--data, or $TRANSFER_DATA/fmnist_det) from the Fashion-MNIST
+t10k files (apt-get install dataset-fashion-mnist; $TRANSFER_FASHION_MNIST to point elsewhere):
+  annotations/instances_{train,val,test}.json   COCO json: boxes, RLE masks of the visible pixels
+  {train,val,test}/*.png                        112 px grayscale scenes (eval_split=test|val)"""
+
 
 def _settings(**kw) -> Dict[str, Any]:
     s = dict(COMMON)
@@ -92,6 +103,10 @@ def _find_shapes(data: Optional[str]) -> Optional[Path]:
     return Path(data).expanduser() if data else data_root() / "shapes_det"  # written on first use
 
 
+def _find_fmnist(data: Optional[str]) -> Optional[Path]:
+    return Path(data).expanduser() if data else data_root() / "fmnist_det"  # written on first use
+
+
 def load_splits(task: Task, data: Path, s: Dict[str, Any], out_dir: Path, log=print):
     """(train split, test split, uses-VOC-metric) for ``task`` from ``data``."""
     from ..data import detection as D
@@ -102,6 +117,11 @@ def load_splits(task: Task, data: Path, s: Dict[str, Any], out_dir: Path, log=pr
                                    holdout=str(s.get("holdout", "OSBS_029")))
         tr = D.read_coco(jsons["train"], out_dir / "tiles" / "train", name="train")
         te = D.read_coco(jsons["test"], out_dir / "tiles" / "test", name=f"test ({s.get('holdout', 'OSBS_029')})")
+        voc = False
+    elif task.name == "fmnist_det":
+        from ..data.detection.fmnist_coco import read_fmnist_det
+
+        tr, te = read_fmnist_det(data, s)
         voc = False
     elif task.name == "shapes_det" or s.get("format") in ("coco", "voc") and "train_json" not in s:
         fmt = str(s.get("format", "coco"))
@@ -199,6 +219,8 @@ def run_detection(task: Task, ckpt, engine: str, data, out_dir, settings: Dict[s
     source = ckpt if isinstance(ckpt, FeatureSource) else load_source(str(ckpt))
     if source.backbone is None:
         raise UserError(f"--ckpt {source.spec!r}: detection needs a backbone checkpoint (or random:ARCH), not raw pixels")
+    if s.get("default_mean") and not source.meta.get("mean"):  # random init: the task's data statistics
+        source = dataclasses.replace(source, meta={**source.meta, "mean": s["default_mean"], "std": s["default_std"]})
     out_dir.mkdir(parents=True, exist_ok=True)
     tr, te, voc = load_splits(task, Path(data), s, out_dir, log=log)
     if s.get("mask_on") and not tr.has_masks:
@@ -303,6 +325,19 @@ register_task(Task(
               roi_batch_size_per_image=64, rpn_batch_size_per_image=64, format="coco", n_train=32, n_test=8,
               image_size=96, data_seed=0),
     _runner, find_data=_find_shapes))
+
+register_task(Task(
+    "fmnist_det", "det", ("torchvision", "detectron2"),
+    "Fashion-MNIST test-split items composed into cluttered 112 px scenes (COCO json, generated on first use); "
+    "Faster R-CNN FPN, a few CPU minutes",
+    "fmnist_det", FMNIST_LAYOUT,
+    _settings(norm="BN", fpn_norm="BN", fpn_channels=64, box_head_dim=256, mask_head_dim=32, anchor_base=16,
+              min_size_train=[112], max_size=112, min_size_test=112, ims_per_batch=4, base_lr=0.02,
+              max_iter=400, steps=[300, 370], warmup_iters=50, checkpoint_period=100, workers=0,
+              roi_batch_size_per_image=128, rpn_batch_size_per_image=128, detections_per_image=50,
+              n_train=300, n_val=50, n_test=150, eval_split="test", image_size=112, items=[3, 6], item_side=[28, 56],
+              min_visible=0.5, fragments=[4, 10], data_seed=0, default_mean=[0.2860], default_std=[0.3530]),
+    _runner, find_data=_find_fmnist))
 
 # The engines register themselves on import (``transfer run --list`` reports their availability).
 from ..engines import det_detectron2 as _det_d2  # noqa: E402,F401

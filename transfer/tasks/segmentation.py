@@ -1,7 +1,9 @@
-"""Segmentation transfer tasks: ``voc_seg``, ``cityscapes_seg``, ``ade_seg``, ``nuclei_seg``, ``shapes_seg``.
+"""Segmentation transfer tasks: ``voc_seg``, ``cityscapes_seg``, ``ade_seg``, ``nuclei_seg``, ``fmnist_seg``,
+``shapes_seg``.
 
 Each task is data: a reader (standard layout at a user path, the nuclei image in the stardist
-wheel, or the synthetic shapes generator), a schedule (the community's: mmselfsup/mmseg FCN
+wheel, scenes of Fashion-MNIST test-split items (``fmnist_seg``: a checkpoint without mean/std,
+i.e. ``random:``, gets Fashion-MNIST's), or the synthetic shapes generator), a schedule (the community's: mmselfsup/mmseg FCN
 R50-D8, VOC12aug 512x512 20k iterations, Cityscapes 769x769 40k with sliding-window test,
 ADE20K 512x512 80k), and two engines with the same result keys:
 
@@ -18,6 +20,7 @@ checkpoint for resume. Python entry point for the demo: :func:`run_task`.
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 from pathlib import Path
@@ -99,6 +102,17 @@ def _read_shapes(data: Path, s: Dict[str, Any]):
                             "pass an empty or new folder to generate one")
         write_shapes(data, "voc", int(s["n_train"]), int(s["n_val"]), int(s["image_size"]), int(s["data_seed"]))
     return read_voc(data, "train", CLASSES), read_voc(data, "val", CLASSES)
+
+
+def _read_fmnist(data: Path, s: Dict[str, Any]):
+    from ..data.segmentation.fmnist_voc import read_fmnist_seg
+
+    return read_fmnist_seg(data, s)
+
+
+def _find_fmnist(data: Optional[str]) -> Optional[Path]:
+    # generated on first use, so always "found"
+    return Path(data).expanduser() if data else data_root() / "fmnist_seg"
 
 
 def _find_nuclei(data: Optional[str]) -> Optional[Path]:
@@ -233,6 +247,8 @@ def runner(*, task: Task, ckpt: str, engine: str, data: Path, out_dir: Path, set
     src = load_source(str(ckpt))
     if src.backbone is None:
         raise UserError(f"--ckpt {ckpt!r}: segmentation needs a backbone (not 'pixels')")
+    if settings.get("default_mean") and not src.meta.get("mean"):  # random init: the task's data statistics
+        src = dataclasses.replace(src, meta={**src.meta, "mean": settings["default_mean"], "std": settings["default_std"]})
     for k in ("max_iter", "batch_size", "crop_size"):
         if not isinstance(settings.get(k), int) or settings[k] < 1:
             raise UserError(f"setting {k} must be a positive integer, got {settings.get(k)!r}")
@@ -286,6 +302,11 @@ def run_task(name: str, ckpt: str, data: Optional[str] = None, out_dir: Optional
 
 # ----------------------------------------------------------------------------- the tasks
 _VOC, _CITY, _ADE, _NUCLEI = _layouts()
+_FMNIST = """\
+synthetic, written on first use to DATA (--data, or $TRANSFER_DATA/fmnist_seg) from the Fashion-MNIST t10k
+files (apt-get install dataset-fashion-mnist; $TRANSFER_FASHION_MNIST to point elsewhere), VOC layout:
+  JPEGImages/*.jpg  SegmentationClass/*.png (0 background, 1..10 classes)  ImageSets/Segmentation/{train,val,test}.txt
+  (eval_split=test reports on test; eval_split=val to choose settings)"""
 _BENCH = ("mmseg", "embedded")
 _register("voc_seg", _BENCH, "FCN R50-D8 on VOC12aug, 512x512, 20k iterations (mmselfsup protocol), mIoU",
           "VOC2012", _VOC, _read_voc, "voc")
@@ -299,6 +320,13 @@ _register("nuclei_seg", ("embedded", "mmseg"),
           "nuclei", _NUCLEI, _read_nuclei, "generic", find=_find_nuclei, max_iter=100, batch_size=4, crop_size=96,
           scale=None, ratio_range=[0.75, 1.5], test_scale=None, workers=0, ckpt_every=50, lr=0.01,
           tile=128, val_frac=0.25)
+_register("fmnist_seg", ("embedded", "mmseg"),
+          "Fashion-MNIST test-split items composed into cluttered 112 px scenes (VOC layout, generated on first use); "
+          "10 classes + background, mIoU", "fmnist_seg", _FMNIST, _read_fmnist, "generic", find=_find_fmnist,
+          max_iter=400, batch_size=8, crop_size=112, scale=None, ratio_range=[0.75, 1.25], test_scale=None,
+          workers=0, ckpt_every=100, lr=0.02, n_train=300, n_val=50, n_test=150, eval_split="test", image_size=112,
+          items=[3, 6], item_side=[28, 56], min_visible=0.5, fragments=[4, 10], data_seed=0,
+          default_mean=[0.2860], default_std=[0.3530])
 _register("shapes_seg", ("embedded", "mmseg"),
           "synthetic circles/squares/triangles in VOC layout (generated on first use); a pipeline check, not a benchmark",
           "shapes_seg", "generated on first use into DATA (VOC layout, see voc_seg)", _read_shapes, "voc",
