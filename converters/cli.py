@@ -24,7 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="source", default="auto", choices=["auto"] + [lay.name for lay in LAYOUTS],
                    help="source format (default: detect from the keys)")
     p.add_argument("--strict", action="store_true", help="fail if any key is left unconverted")
-    p.add_argument("--momentum", action="store_true", help="take the momentum / teacher / EMA encoder (default: online)")
+    branch = p.add_mutually_exclusive_group()
+    branch.add_argument("--momentum", dest="momentum", action="store_const", const=True, default=None,
+                        help="take the momentum / teacher / EMA encoder")
+    branch.add_argument("--online", dest="momentum", action="store_const", const=False,
+                        help="take the online / student encoder (default: what the method's own evaluation "
+                        "uses - the teacher for DINO, the online encoder elsewhere; the report says which)")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="convert weights holding NaN/inf (named in the report) instead of refusing them")
     p.add_argument("--inspect", action="store_true", help="print the detected format and what the file holds")
     p.add_argument("-q", "--quiet", action="store_true", help="summarise renames instead of listing each")
     p.set_defaults(func=run)
@@ -44,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.to or not args.output:
         raise UserError("convert needs --to FORMAT and -o OUT (or --inspect)")
     report = convert(args.checkpoint, args.to, args.output, source=args.source,
-                     momentum=args.momentum, strict=args.strict)
+                     momentum=args.momentum, strict=args.strict, allow_nonfinite=args.allow_nonfinite)
     print(report.format(verbose=not args.quiet))
     return 0

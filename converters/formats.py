@@ -3,6 +3,10 @@ prefix holds the online and the momentum backbone, which prefixes are heads, and
 
 Each entry cites the file of the codebase that writes that layout. Detection (:func:`detect`)
 tries the signatures from the most specific to the most generic and names the first that fits.
+
+Which branch is taken by default follows each method's own evaluation code (``default_branch``,
+with the reason in ``branch_why``): the online encoder everywhere except DINO, whose
+``eval_knn.py`` and ``eval_linear.py`` load ``--checkpoint_key teacher``.
 """
 from __future__ import annotations
 
@@ -34,6 +38,9 @@ class Layout:
     heads: Tuple[Tuple[str, str], ...] = ()  # (prefix, reason): dropped and reported
     table: RenameTable = IDENTITY  # applied to a key after its branch prefix is stripped
     priority: int = 0  # higher = tried first
+    default_branch: str = "online"  # what the method's own evaluation reads: "online" or "momentum"
+    branch_why: str = ""  # where that default comes from (printed with the report)
+    stem_padding: Optional[int] = None  # padding of a 3x3 small-image stem, when not the usual 1
 
     def flat(self, top: Any) -> Optional[Dict[str, Any]]:
         """The flattened state dict this layout reads, or None if its container is absent."""
@@ -116,6 +123,9 @@ LAYOUTS: List[Layout] = [
         momentum=("teacher.module.backbone.", "teacher.backbone."),
         heads=(("student.", "DINO head"), ("teacher.", "DINO head")),
         priority=80,
+        default_branch="momentum",
+        branch_why="DINO evaluates the teacher: facebookresearch/dino eval_knn.py and eval_linear.py "
+        "default to --checkpoint_key teacher",
     ),
     Layout(
         "mocov3", "MoCo v3",
@@ -161,6 +171,10 @@ LAYOUTS: List[Layout] = [
         online=("online_encoder.net.", "module.online_encoder.net."),
         momentum=("target_encoder.net.", "module.target_encoder.net."),
         heads=(
+            # BYOL.__init__ keeps ``self.net = net`` and wraps the same module in online_encoder, so a
+            # whole learner's state_dict() lists every online weight twice: net.* and online_encoder.net.*
+            ("net.", "alias of online_encoder.net (BYOL.net is the same module)"),
+            ("module.net.", "alias of online_encoder.net (BYOL.net is the same module)"),
             ("online_encoder.projector.", "projector"), ("module.online_encoder.projector.", "projector"),
             ("target_encoder.projector.", "target projector"), ("module.target_encoder.projector.", "target projector"),
             ("online_predictor.", "predictor"), ("module.online_predictor.", "predictor"),
@@ -204,6 +218,15 @@ LAYOUTS: List[Layout] = [
         priority=50,
     ),
     Layout(
+        "lightly-tutorial", "lightly tutorial save ({'resnet18_parameters': nn.Sequential trunk state_dict})",
+        "lightly-ai/lightly docs/source/tutorials_source/package/tutorial_simclr_clothing.py: "
+        "torch.save({'resnet18_parameters': backbone.state_dict()}) with backbone = nn.Sequential(*resnet.children()[:-1])",
+        lambda top, keys, meta: _top(top) and any(f"resnet{d}_parameters" in top for d in (18, 34, 50)),
+        containers=(("resnet18_parameters",), ("resnet34_parameters",), ("resnet50_parameters",)),
+        online=("",),
+        priority=48,
+    ),
+    Layout(
         "solo-learn", "solo-learn (Lightning .ckpt: backbone, projector, classifier, momentum_backbone)",
         "vturrisi/solo-learn solo/methods/base.py (BaseMethod.backbone/classifier, BaseMomentumMethod.momentum_backbone)",
         lambda top, keys, meta: _has(keys, "backbone.") and _has(keys, "classifier.", "projector.", "momentum_backbone.")
@@ -212,6 +235,7 @@ LAYOUTS: List[Layout] = [
         online=("backbone.",), momentum=("momentum_backbone.",),
         heads=_SOLO_HEADS,
         priority=45,
+        stem_padding=2,  # solo/methods/base.py: CIFAR conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=2)
     ),
     Layout(
         "mmselfsup", "mmselfsup / mmpretrain (backbone, neck, head; EMA copies)",
@@ -250,9 +274,11 @@ LAYOUTS: List[Layout] = [
         priority=35,
     ),
     Layout(
-        "timm", "timm ResNet weights (model.safetensors; same key names as torchvision)",
-        "huggingface/pytorch-image-models timm/models/resnet.py (conv1, bn1, layer1-4, downsample.0/1, fc)",
-        lambda top, keys, meta: bool(meta) and meta.get("format") != "transfer.backbone/1" and _bare_resnet(keys),
+        "timm", "timm ResNet weights (hub folder with config.json, or model.safetensors with format=pt)",
+        "huggingface/pytorch-image-models timm/models/resnet.py (conv1, bn1, layer1-4, downsample.0/1, fc); "
+        "timm/models/_hub.py save_for_hf (model.safetensors / pytorch_model.bin + config.json 'architecture')",
+        lambda top, keys, meta: (isinstance(meta.get("hub_config"), Mapping) or meta.get("format") == "pt")
+        and _bare_resnet(keys),
         priority=30,
     ),
     Layout(

@@ -4,7 +4,8 @@ The per-format facts live in :mod:`converters.formats`; this module is the one p
 go through: open the file safely, detect (or take ``--from``) the layout, pick the online or the
 momentum branch, strip its prefix, apply the layout's rename table (and the ``nn.Sequential``
 numbering table where keys are numbered), then sort every key into backbone / dropped (with a
-reason) / unconverted, deduce the architecture and check every shape.
+reason) / unconverted, deduce the architecture and check every shape, and refuse weights that hold
+NaN or inf (named tensor by tensor) unless the caller accepts them explicitly.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def split_branch(
             f"{', '.join(repr(p) for p in want)} ({layout.name} layout); first keys: {keys[:6]}"
         )
     other = _present(layout, layout.online if momentum else layout.momentum, keys)
-    other_reason = "online branch (not selected)" if momentum else "momentum branch (not selected; use --momentum)"
+    other_reason = "online branch (not selected; use --online)" if momentum else "momentum branch (not selected; use --momentum)"
     sd: StateDict = {}
     for key in keys:
         if key.startswith(prefix) and not (other and key.startswith(other) and len(other) > len(prefix)):
@@ -101,10 +102,36 @@ def _head_reason(layout: Layout, key: str) -> Optional[str]:
     return None
 
 
+def choose_branch(layout: Layout, momentum: Optional[bool]) -> Tuple[bool, str]:
+    """(take the momentum branch?, the sentence saying which branch was taken and why)."""
+    if momentum is None:
+        take = layout.default_branch == "momentum" and bool(layout.momentum)
+        name = "momentum/teacher" if take else "online"
+        why = f" ({layout.branch_why})" if layout.branch_why else f" (what {layout.name} evaluates)"
+        flag = "--online" if take else ("--momentum" if layout.momentum else "")
+        other = f"; {flag} takes the other one" if flag else ""
+        return take, f"branch: {name} by default{why}{other}"
+    return bool(momentum), f"branch: {'momentum/teacher' if momentum else 'online'} (chosen explicitly)"
+
+
+def nonfinite_report(sd: Mapping[str, torch.Tensor], names: Mapping[str, str]) -> List[str]:
+    """'source key (n NaN, m inf)' for every floating tensor that is not all finite."""
+    out = []
+    for key, t in sd.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            nan, inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+            out.append(f"{names.get(key, key)} ({nan} NaN, {inf} inf of {t.numel()})")
+    return out
+
+
 def read_checkpoint(
-    path: Path, source: str = "auto", momentum: bool = False
+    path: Path, source: str = "auto", momentum: Optional[bool] = None, allow_nonfinite: bool = False
 ) -> Tuple[StateDict, Dict[str, Any], ConversionReport]:
-    """Any recognised checkpoint -> (canonical state dict, metadata with ``arch``, report)."""
+    """Any recognised checkpoint -> (canonical state dict, metadata with ``arch``, report).
+
+    ``momentum``: None takes the branch the method's own evaluation uses (the teacher for DINO,
+    the online encoder elsewhere; the report says which), True/False force it. NaN/inf weights are
+    refused with their names; ``allow_nonfinite`` turns that into a loud note in the report."""
     path = Path(path)
     origin = str(path)
     top, file_meta, _ = load_file(path)
@@ -115,17 +142,32 @@ def read_checkpoint(
         flat = layout.flat(top)
         if flat is None:
             raise UserError(f"{origin}: no state dict where the {layout.name} layout keeps it ({layout.containers or layout.merge})")
-    report = ConversionReport(path=origin, source=layout.name, branch="momentum" if momentum else "online")
-    sd = split_branch(layout, flat, momentum, report, origin)
+    take_momentum, branch_note = choose_branch(layout, momentum)
+    report = ConversionReport(path=origin, source=layout.name, branch="momentum" if take_momentum else "online")
+    report.notes.append(branch_note)
+    sd = split_branch(layout, flat, take_momentum, report, origin)
     if not sd:
         raise UserError(f"{origin}: no backbone weights found by the {layout.name} reader; unconverted: {report.unconverted[:8]}")
     arch = file_meta.get("arch") if isinstance(file_meta.get("arch"), dict) else None
     arch = dict(arch) if arch else deduce_arch(sd, origin)
+    if layout.stem_padding is not None and arch.get("small") and "stem_padding" not in arch:
+        arch["stem_padding"] = layout.stem_padding
+        report.notes.append(
+            f"stem: 3x3 conv with padding={layout.stem_padding}, as {layout.name} trains it; rebuilt exactly by "
+            f"transfer.backbones.backbone_from_arch({arch}) (a plain torchvision-style file cannot record this)")
     validate(sd, arch, origin)
     sd = canonical_order(sd, arch)
+    bad = nonfinite_report(sd, {new: old for old, new in report.renamed})
+    if bad:
+        listing = ", ".join(bad[:8]) + (f" ... (+{len(bad) - 8} more)" if len(bad) > 8 else "")
+        if not allow_nonfinite:
+            raise UserError(f"{origin}: {len(bad)} weight tensor(s) hold NaN/inf: {listing}; refusing to convert "
+                            "(--allow-nonfinite converts anyway)")
+        report.notes.append(f"WARNING: {len(bad)} weight tensor(s) hold NaN/inf (kept, --allow-nonfinite): {listing}")
     report.arch = arch
     meta: Dict[str, Any] = {k: v for k, v in file_meta.items() if k not in ("format", "weights_sha256")}
-    meta.update({"arch": arch, "source_format": layout.name, "source_path": origin, "branch": report.branch})
+    meta.update({"arch": arch, "source_format": layout.name, "source_path": origin, "branch": report.branch,
+                 "branch_note": branch_note})
     return sd, meta, report
 
 
@@ -145,6 +187,7 @@ def describe(path: Path, source: str = "auto") -> str:
     if isinstance(top, Mapping):
         lines.append(f"top level: {', '.join(map(str, list(top)[:12]))}")
     lines.append(f"tensors:   {len(keys)}")
+    lines.append(f"default:   {choose_branch(layout, None)[1]}")
     for label, prefixes in (("online", layout.online), ("momentum", layout.momentum)):
         p = _present(layout, prefixes, keys)
         if p is None:

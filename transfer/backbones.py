@@ -4,8 +4,12 @@ Every backbone is a :class:`ResNetBackbone` whose parameter and buffer names are
 torchvision's ``ResNet`` names (``conv1``, ``bn1``, ``layer1.0.conv1`` ...; no ``fc``), so an
 exported state dict loads into ``torchvision.models.resnet50()`` with ``strict=False`` only
 missing ``fc``.  Layout follows torchvision ``models/resnet.py``; the small-image variant
-(3x3 stride-1 stem, no max-pool) follows the CIFAR ResNets used by solo-learn
-(``solo/methods/base.py``: ``conv1 = Conv2d(3, 64, 3, 1, 1)``, ``maxpool = Identity``).
+(3x3 stride-1 stem, no max-pool) follows the common CIFAR ResNet (``Conv2d(3, 64, 3, 1, padding=1)``,
+``maxpool = Identity``). solo-learn's CIFAR stem pads by 2 instead (vturrisi/solo-learn
+``solo/methods/base.py``, ``BaseMethod.__init__``: ``nn.Conv2d(3, 64, kernel_size=3, stride=1,
+padding=2, bias=False)`` when ``cfg.data.dataset`` is cifar10/cifar100): the same weights, but a 34x34
+res2 map on 32x32 inputs, so pooled features differ. ``ArchSpec.stem_padding`` rebuilds that stem
+exactly; it is left out of the arch dict when unset, so existing exports keep their metadata.
 
 API on every backbone:
 - ``forward(x) -> (B, feature_dim)`` pooled features;
@@ -15,7 +19,7 @@ API on every backbone:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Type, Union
+from typing import Dict, List, Optional, Type, Union
 
 import torch
 from torch import nn
@@ -35,6 +39,7 @@ class ArchSpec:
     small: bool = False  # 3x3 stride-1 stem and no max-pool, for 28-64 px inputs
     width: float = 1.0  # multiplier on torchvision's 64-128-256-512 stage widths
     zero_init_residual: bool = True
+    stem_padding: Optional[int] = None  # None: the standard padding (1 for the 3x3 stem, 3 for 7x7)
 
 
 _LAYOUT: Dict[int, tuple] = {
@@ -53,15 +58,20 @@ class ResNetBackbone(nn.Module):
             raise UserError(f"unsupported ResNet depth {spec.depth}; choose one of {sorted(_LAYOUT)}")
         if not spec.width > 0:
             raise UserError(f"backbone width multiplier must be > 0, got {spec.width}")
+        if spec.stem_padding is not None and (
+                isinstance(spec.stem_padding, bool) or not isinstance(spec.stem_padding, int) or not 0 <= spec.stem_padding <= 3):
+            raise UserError(f"arch stem_padding must be an integer in 0..3, got {spec.stem_padding!r}")
         self.spec = spec
         block, layers = _LAYOUT[spec.depth]
         widths = [max(4, int(round(64 * spec.width * m))) for m in (1, 2, 4, 8)]
         self.inplanes = widths[0]
         if spec.small:
-            self.conv1 = nn.Conv2d(3, self.inplanes, 3, 1, 1, bias=False)
+            pad = 1 if spec.stem_padding is None else spec.stem_padding
+            self.conv1 = nn.Conv2d(3, self.inplanes, 3, 1, pad, bias=False)
             self.maxpool: nn.Module = nn.Identity()
         else:
-            self.conv1 = nn.Conv2d(3, self.inplanes, 7, 2, 3, bias=False)
+            pad = 3 if spec.stem_padding is None else spec.stem_padding
+            self.conv1 = nn.Conv2d(3, self.inplanes, 7, 2, pad, bias=False)
             self.maxpool = nn.MaxPool2d(3, 2, 1)
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
@@ -116,7 +126,10 @@ class ResNetBackbone(nn.Module):
         return torch.flatten(self.avgpool(self.forward_stages(x)["res5"]), 1)
 
     def arch_dict(self) -> dict:
-        return asdict(self.spec)
+        d = asdict(self.spec)
+        if d["stem_padding"] is None:  # the standard stem: keep the arch dict exports always had
+            del d["stem_padding"]
+        return d
 
 
 BACKBONES: Registry = Registry("backbone")

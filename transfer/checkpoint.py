@@ -2,7 +2,9 @@
 
 Two files per run:
 - ``checkpoint.pt``: the full training state for exact resume, written with ``torch.save`` and
-  read back only with ``torch.load(..., weights_only=True)`` (no code from a checkpoint runs);
+  read back only with ``torch.load(..., weights_only=True)`` (no code from a checkpoint runs); it
+  carries a sha256 of its own contents (``state_sha256``), checked by every reader, because a torch
+  zip is not checksummed on load: a flipped byte in a tensor record would otherwise load silently;
 - ``backbone.safetensors``: the online backbone with torchvision key names, and its metadata
   (method, form, arch, config, epochs, images seen, dataset, git commit, weights sha256) inside
   the safetensors header, all values strings (JSON where structured).
@@ -55,8 +57,50 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, w)
 
 
+STATE_DIGEST_KEY = "state_sha256"
+
+
+def _feed(h: "hashlib._Hash", obj: Any) -> None:
+    """Hash ``obj`` by value: tensors by dtype, shape and bytes; containers in a fixed order."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(f"D{len(obj)}".encode())
+        for k in sorted(obj, key=repr):
+            _feed(h, k)
+            _feed(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{'L' if isinstance(obj, list) else 'U'}{len(obj)}".encode())
+        for v in obj:
+            _feed(h, v)
+    else:  # str, int, float, bool, None, bytes ...: their repr is their value
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+
+
+def state_digest(state: Dict[str, Any]) -> str:
+    """sha256 over everything in a training state except the digest itself."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in state.items() if k != STATE_DIGEST_KEY})
+    return h.hexdigest()
+
+
+def verify_state_digest(state: Any, origin: Any) -> None:
+    """Raise one clear error when a state carries a digest its contents do not match; a state
+    without one (written before digests existed) is accepted as before."""
+    if not isinstance(state, dict) or STATE_DIGEST_KEY not in state:
+        return
+    if state[STATE_DIGEST_KEY] != state_digest(state):
+        raise UserError(f"{origin}: contents do not match the sha256 stored in the checkpoint "
+                        "(file altered or corrupted on disk); refusing to use it")
+
+
 def save_state(path: Path, state: Dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """Write ``state`` atomically, with a digest of its contents stored under ``state_sha256``."""
+    sealed = {**state, STATE_DIGEST_KEY: state_digest(state)}
+    atomic_write(path, lambda tmp: torch.save(sealed, tmp))
 
 
 def load_state(path: Path) -> Dict[str, Any]:
@@ -73,6 +117,8 @@ def load_state(path: Path) -> Dict[str, Any]:
         raise UserError(f"cannot read checkpoint {path}: corrupt or truncated ({type(e).__name__}{': ' + first if first else ''})") from None
     if not isinstance(state, dict) or "step" not in state or "model" not in state:
         raise UserError(f"{path} is not a transfer training checkpoint (keys 'model' and 'step' missing)")
+    verify_state_digest(state, path)
+    state.pop(STATE_DIGEST_KEY, None)
     return state
 
 

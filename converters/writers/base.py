@@ -21,6 +21,11 @@ class Writer:
     suffix: str = ""  # default file suffix of the weights
     reads_back_as: str = ""  # the reader name that recognises the written file
     table: RenameTable
+    fragment_suffix: str = ""  # config fragment written next to the weights, if any
+
+    def outputs(self, out: Path) -> List[Path]:
+        """Every path :meth:`save` writes for ``out`` (checked against the input before writing)."""
+        return [out, fragment_path(out, self.fragment_suffix)] if self.fragment_suffix else [out]
 
     def check_arch(self, arch: Mapping[str, Any]) -> None:
         """Refuse an architecture the target library cannot build (one clear error)."""

@@ -32,6 +32,7 @@ class Detectron2Writer(Writer):
     title = "detectron2 ResNet (BasicStem)"
     suffix = ".pkl"
     reads_back_as = "detectron2"
+    fragment_suffix = ".yaml"
     table = TORCHVISION_TO_D2
     norm = "SyncBN"
 
@@ -51,7 +52,7 @@ class Detectron2Writer(Writer):
                 pickle.dump(obj, f, protocol=4)
 
         atomic_write(out, write)
-        frag = fragment_path(out, ".yaml")
+        frag = fragment_path(out, self.fragment_suffix)
         atomic_write_text(frag, self.fragment(out, meta["arch"]))
         return [out, frag]
 

@@ -26,6 +26,7 @@ class MMSegWriter(Writer):
     title = "mmsegmentation/mmdetection ResNet (v1b)"
     suffix = ".pth"
     reads_back_as = "mmseg"
+    fragment_suffix = "_mm_config.py"
     table = prefix_table("backbone.")
 
     def check_arch(self, arch: Mapping[str, Any]) -> None:
@@ -34,7 +35,7 @@ class MMSegWriter(Writer):
     def save(self, out: Path, converted: Dict[str, torch.Tensor], meta: Mapping[str, Any]) -> List[Path]:
         tensors = {k: v.contiguous() for k, v in converted.items()}
         atomic_write(out, lambda tmp: torch.save(tensors, tmp))
-        frag = fragment_path(out, "_mm_config.py")
+        frag = fragment_path(out, self.fragment_suffix)
         atomic_write_text(frag, self.fragment(out, meta["arch"]))
         return [out, frag]
 

@@ -8,11 +8,16 @@ converters/formats.py).
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import pickle
+import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
@@ -29,6 +34,7 @@ class Case:
     heads: tuple = ()  # substrings expected among the dropped keys
     arch_small: bool = False
     meta: Optional[Dict[str, str]] = None
+    default: str = "online"  # the branch read_checkpoint takes without --momentum/--online
 
     def write(self, path: Path) -> Path:
         if self.save == "torch":
@@ -39,7 +45,7 @@ class Case:
         elif self.save == "safetensors":
             save_file(self.obj, str(path), metadata=self.meta)
         else:
-            self.obj(path)
+            return self.obj(path) or path  # a writer may return the file it wrote inside a folder
         return path
 
 
@@ -118,11 +124,47 @@ def simsiam(o: SD, m: SD) -> Case:
                 canon(o), None, ("SimSiam predictor", "classifier/projection head"))
 
 
+def _byol_mlp(dim: int) -> nn.Module:
+    # byol_pytorch.py MLP(dim, projection_size, hidden_size): Linear, BatchNorm1d, ReLU, Linear
+    return nn.Sequential(nn.Linear(dim, 16), nn.BatchNorm1d(16), nn.ReLU(inplace=True), nn.Linear(16, 8))
+
+
+class _NetWrapper(nn.Module):
+    # byol_pytorch.py NetWrapper: .net (the user's network) and .projector (made on first forward)
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.projector = _byol_mlp(512)
+
+
+class _ByolLearner(nn.Module):
+    # byol_pytorch.py BYOL.__init__: self.net = net; online_encoder = NetWrapper(net, ...) (the same
+    # module again); target_encoder = deepcopy(online_encoder) (singleton, set on the first forward);
+    # online_predictor = MLP. Attributes registered in that order.
+    def __init__(self, o: SD, m: SD) -> None:
+        import torchvision
+
+        super().__init__()
+        net = torchvision.models.resnet18()
+        net.load_state_dict(o)
+        self.net = net
+        self.online_encoder = _NetWrapper(net)
+        self.online_predictor = _byol_mlp(8)
+        self.target_encoder = copy.deepcopy(self.online_encoder)
+        self.target_encoder.net.load_state_dict(m)
+
+
 def byol(o: SD, m: SD) -> Case:
-    # lucidrains/byol-pytorch byol_pytorch/byol_pytorch.py: online_encoder = NetWrapper(net) with
-    # .net (the full torchvision ResNet, fc kept) and .projector, target_encoder = deepcopy, online_predictor
-    sd = {**pre("online_encoder.net.", o), **mlp("online_encoder.projector.net."),
-          **pre("target_encoder.net.", m), **mlp("target_encoder.projector.net."), **mlp("online_predictor.net.")}
+    # the whole learner, torch.save(learner.state_dict()): net.* aliases online_encoder.net.*
+    # (byol-pytorch's README saves only `resnet`; users who save the learner get both)
+    sd = _ByolLearner(o, m).state_dict()
+    assert "net.conv1.weight" in sd and "online_encoder.net.conv1.weight" in sd
+    return Case(sd, "torch", canon(o), canon(m), ("predictor", "projector", "alias of online_encoder.net"))
+
+
+def byol_net_only(o: SD, m: SD) -> Case:
+    # online and target networks without the alias (e.g. a learner saved after del learner.net)
+    sd = {k: v for k, v in _ByolLearner(o, m).state_dict().items() if not k.startswith("net.")}
     return Case(sd, "torch", canon(o), canon(m), ("predictor", "projector"))
 
 
@@ -137,15 +179,31 @@ def dino(o: SD, m: SD) -> Case:
            "optimizer": optimizer_state(), "epoch": 100,
            "args": argparse.Namespace(arch="resnet50", out_dim=60000, momentum_teacher=0.996),
            "dino_loss": {"center": torch.zeros(1, 16)}}
-    return Case(obj, "torch", canon(o), canon(m), ("DINO head",))
+    # DINO's eval_knn.py / eval_linear.py default to --checkpoint_key teacher: so do we
+    return Case(obj, "torch", canon(o), canon(m), ("DINO head",), default="momentum")
+
+
+def solo_cifar_resnet18(sd: SD) -> nn.Module:
+    """The backbone exactly as vturrisi/solo-learn solo/methods/base.py BaseMethod.__init__ builds it
+    for cifar10/cifar100: torchvision resnet18, fc = Identity, conv1 = Conv2d(3, 64, 3, 1, padding=2),
+    maxpool = Identity."""
+    import torchvision
+
+    net = torchvision.models.resnet18()
+    net.fc = nn.Identity()
+    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
+    net.maxpool = nn.Identity()
+    net.load_state_dict(sd)
+    return net
 
 
 def solo_learn(o: SD, m: SD) -> Case:
-    # vturrisi/solo-learn solo/methods/base.py: BaseMethod.backbone (fc = Identity; CIFAR: 3x3 stem,
-    # maxpool = Identity), classifier (online linear), BaseMomentumMethod.momentum_backbone;
-    # BYOL adds projector/predictor/momentum_projector. Lightning .ckpt.
-    sd = {**pre("backbone.", trunk(o)), **mlp("projector."), **mlp("predictor."),
-          **pre("momentum_backbone.", trunk(m)), **mlp("momentum_projector."),
+    # vturrisi/solo-learn solo/methods/base.py: BaseMethod.backbone (fc = Identity; CIFAR: 3x3 stem
+    # with padding=2, maxpool = Identity), classifier (online linear), BaseMomentumMethod.momentum_backbone;
+    # BYOL adds projector/predictor/momentum_projector. Lightning .ckpt of LightningModule.state_dict().
+    on, mo = solo_cifar_resnet18(trunk(o)).state_dict(), solo_cifar_resnet18(trunk(m)).state_dict()
+    sd = {**pre("backbone.", on), **mlp("projector."), **mlp("predictor."),
+          **pre("momentum_backbone.", mo), **mlp("momentum_projector."),
           "classifier.weight": torch.randn(10, 512), "classifier.bias": torch.zeros(10)}
     obj = {"epoch": 999, "global_step": 1000, "pytorch-lightning_version": "2.0.2", "state_dict": sd,
            "loops": {}, "callbacks": {}, "optimizer_states": [], "lr_schedulers": [],
@@ -180,6 +238,106 @@ def lightly_sequential(o: SD, m: SD) -> Case:
                 ("projection head",))
 
 
+def lightly_tutorial(o: SD, m: SD) -> Case:
+    # lightly-ai/lightly docs/source/tutorials_source/package/tutorial_simclr_clothing.py: backbone =
+    # nn.Sequential(*list(resnet18().children())[:-1]); torch.save({'resnet18_parameters':
+    # backbone.state_dict()}, 'model.pth')
+    import torchvision
+
+    resnet = torchvision.models.resnet18()
+    resnet.load_state_dict(o)
+    backbone = nn.Sequential(*list(resnet.children())[:-1])
+    return Case({"resnet18_parameters": backbone.state_dict()}, "torch", canon(o), None)
+
+
+class _HistoryBufferLike:
+    """The pickled state of open-mmlab/mmengine mmengine/logging/history_buffer.py HistoryBuffer, used
+    only when mmengine is not installed: max_length, _log_history, _count_history (numpy arrays) and,
+    as its __getstate__ adds since 0.7.3, statistics_methods (references to its own methods)."""
+
+    def __init__(self, log, count, max_length: int = 1000000) -> None:
+        self.max_length = max_length
+        self._log_history = np.array(log)
+        self._count_history = np.array(count)
+
+    def min(self):
+        return self._log_history.min()
+
+    def max(self):
+        return self._log_history.max()
+
+    def __getstate__(self) -> dict:
+        cls = type(self)
+        return {**self.__dict__, "statistics_methods": {"min": cls.min, "max": cls.max}}
+
+
+def _history_buffer_cls():
+    """mmengine's HistoryBuffer when installed, else the stand-in under mmengine's module path,
+    so the pickle names the same globals either way."""
+    try:
+        from mmengine.logging.history_buffer import HistoryBuffer
+        return HistoryBuffer, {}
+    except ImportError:  # pragma: no cover - mmengine is installed in CI
+        pass
+    name = "mmengine.logging.history_buffer"
+    cls = type("HistoryBuffer", (_HistoryBufferLike,), {"__module__": name, "__qualname__": "HistoryBuffer"})
+    for meth in ("min", "max"):  # methods pickle by qualname: HistoryBuffer.min
+        fn = types.FunctionType(getattr(_HistoryBufferLike, meth).__code__, globals(), meth)
+        fn.__qualname__, fn.__module__ = f"HistoryBuffer.{meth}", name
+        setattr(cls, meth, fn)
+    mods = {n: types.ModuleType(n) for n in ("mmengine", "mmengine.logging", name)}
+    mods[name].HistoryBuffer = cls
+    return cls, mods
+
+
+def message_hub_state(hb: Any) -> dict:
+    """MessageHub.state_dict() (mmengine/logging/message_hub.py): log_scalars (a HistoryBuffer per
+    key), runtime_info (hooks' update_info: ints, strings, numpy metrics from val), resumed_keys.
+    Built by a real MessageHub when mmengine is installed."""
+    scalars = {"train/loss": ([0.91, 0.87], [1, 1]), "train/lr": ([0.03, 0.03], [1, 1]),
+               "val/accuracy/top1": ([41.5], [1])}
+    info = {"epoch": 200, "iter": 1000, "max_iters": 1000, "seed": 42, "cfg": "model = dict(...)",
+            "val/accuracy/top1": np.float64(41.5), "val/confusion": np.eye(3, dtype=np.float32),
+            "keep_ckpt_ids": [199, 200], "last_ckpt": "work_dirs/x/epoch_200.pth"}
+    try:
+        from mmengine.logging import MessageHub
+    except ImportError:  # pragma: no cover - mmengine is installed in CI
+        return {"log_scalars": {k: hb(*v) for k, v in scalars.items()}, "runtime_info": info,
+                "resumed_keys": {k: True for k in [*scalars, *info]}}
+    hub = MessageHub.get_instance("transfer-tests-fixture")
+    for k, (vals, counts) in scalars.items():
+        for v, c in zip(vals, counts):
+            hub.update_scalar(k, v, c)
+    for k, v in info.items():
+        hub.update_info(k, v)
+    return hub.state_dict()
+
+
+def mmengine_save(obj_fn: Callable[[Any], dict]) -> Callable[[Path], None]:
+    """An mmengine Runner.save_checkpoint dict (open-mmlab/mmengine mmengine/runner/runner.py: meta,
+    state_dict, message_hub, optimizer, param_schedulers) written by mmengine.runner.checkpoint.
+    save_checkpoint when installed (else torch.save, which is what it calls)."""
+    def write(path: Path) -> None:
+        cls, mods = _history_buffer_cls()
+        saved = {n: sys.modules.get(n) for n in mods}
+        sys.modules.update(mods)
+        try:
+            obj = obj_fn(cls)
+            try:
+                from mmengine.runner.checkpoint import save_checkpoint
+            except ImportError:  # pragma: no cover - mmengine is installed in CI
+                torch.save(obj, path)
+            else:
+                save_checkpoint(obj, str(path))
+        finally:
+            for n, old in saved.items():
+                if old is None:
+                    sys.modules.pop(n, None)
+                else:  # pragma: no cover
+                    sys.modules[n] = old
+    return write
+
+
 def mmselfsup(o: SD, m: SD) -> Case:
     # open-mmlab/mmselfsup 1.x mmselfsup/models/algorithms/mocov2.py: backbone (mmcls-style ResNet,
     # torchvision names, no fc), neck, head, encoder_k = ExponentialMovingAverage(Sequential(backbone,
@@ -190,6 +348,21 @@ def mmselfsup(o: SD, m: SD) -> Case:
     obj = {"meta": {"epoch": 200, "iter": 1000, "mmengine_version": "0.7.0", "dataset_meta": {}},
            "state_dict": sd, "optimizer": optimizer_state(), "message_hub": {"log_scalars": {}}}
     return Case(obj, "torch", canon(o), canon(m), ("neck", "MoCo queue"))
+
+
+def mmselfsup_epoch(o: SD, m: SD) -> Case:
+    # an mmselfsup 1.x / mmpretrain work_dirs/<cfg>/epoch_200.pth as Runner.save_checkpoint writes it:
+    # message_hub holds HistoryBuffers and numpy values, param_schedulers plain dicts
+    sd = mmselfsup(o, m).obj["state_dict"]
+
+    def build(hb: Any) -> dict:
+        return {"meta": {"epoch": 200, "iter": 1000, "cfg": "model = dict(type='MoCo')", "seed": 42,
+                         "experiment_name": "mocov2_resnet18", "time": "20240101_000000",
+                         "mmengine_version": "0.10.3", "dataset_meta": {"classes": ("a", "b")}},
+                "state_dict": sd, "message_hub": message_hub_state(hb), "optimizer": optimizer_state(),
+                "param_schedulers": [{"T_max": 200, "eta_min": 0.0, "base_values": [0.03], "last_step": 200,
+                                      "by_epoch": True, "_global_step": 1000, "verbose": False}]}
+    return Case(mmengine_save(build), "export", canon(o), canon(m), ("neck", "MoCo queue"))
 
 
 def vissl(o: SD, m: SD) -> Case:
@@ -237,8 +410,54 @@ def timm_ckpt(o: SD, m: SD) -> Case:
 
 
 def timm_hub(o: SD, m: SD) -> Case:
-    # timm on the Hugging Face hub: model.safetensors, {"format": "pt"} metadata, torchvision names
+    # a safetensors with {"format": "pt"} metadata (what our timm writer and the Hugging Face
+    # safetensors conversion write), torchvision names
     return Case({k: v.contiguous() for k, v in o.items()}, "safetensors", canon(o), None, meta={"format": "pt"})
+
+
+def _timm_hub_config() -> dict:
+    # huggingface/pytorch-image-models timm/models/_hub.py save_config_for_hf: architecture,
+    # num_classes, num_features, global_pool, pretrained_cfg
+    return {"architecture": "resnet18", "num_classes": 1000, "num_features": 512, "global_pool": "avg",
+            "pretrained_cfg": {"tag": "a1_in1k", "input_size": [3, 224, 224], "mean": [0.485, 0.456, 0.406],
+                               "std": [0.229, 0.224, 0.225], "classifier": "fc", "first_conv": "conv1"}}
+
+
+def _timm_save_for_hf(o: SD, path: Path, safe: bool) -> None:
+    """huggingface/pytorch-image-models timm/models/_hub.py save_for_hf: model.safetensors (no metadata;
+    safe_serialization=True) or pytorch_model.bin (torch.save), plus config.json. Real timm when
+    installed, else the same two files written by hand."""
+    try:
+        import timm
+        from timm.models._hub import save_for_hf
+    except ImportError:  # pragma: no cover - timm is installed in CI
+        path.mkdir()
+        if safe:
+            save_file({k: v.contiguous() for k, v in o.items()}, str(path / "model.safetensors"))
+        else:
+            torch.save(o, path / "pytorch_model.bin")
+        (path / "config.json").write_text(json.dumps(_timm_hub_config(), indent=2))
+        return
+    model = timm.create_model("resnet18", pretrained=False)
+    model.load_state_dict(o)
+    save_for_hf(model, str(path), safe_serialization=safe)
+
+
+def timm_hub_folder(o: SD, m: SD) -> Case:
+    # a hub snapshot's model.safetensors, given by its file name
+    def write(path: Path) -> Path:
+        _timm_save_for_hf(o, path, safe=True)
+        return path / "model.safetensors"
+    return Case(write, "export", canon(o), None, ("classifier/projection head",))
+
+
+def timm_hub_bin(o: SD, m: SD) -> Case:
+    # the legacy pytorch_model.bin variant; the folder itself is given to convert
+    def write(path: Path) -> Path:
+        _timm_save_for_hf(o, path, safe=False)
+        assert (path / "pytorch_model.bin").is_file()
+        return path
+    return Case(write, "export", canon(o), None, ("classifier/projection head",))
 
 
 def torchvision_plain(o: SD, m: SD) -> Case:
@@ -283,15 +502,16 @@ CASES: Dict[str, Dict[str, Callable[[SD, SD], Case]]] = {
     "mocov3": {"mocov3": mocov3},
     "unigrad": {"unigrad": unigrad},
     "simsiam": {"simsiam": simsiam},
-    "byol": {"byol_pytorch": byol},
+    "byol": {"byol_pytorch_learner": byol, "byol_pytorch_nets": byol_net_only},
     "dino": {"dino": dino},
     "solo-learn": {"solo_learn": solo_learn},
     "lightly": {"lightly_benchmark": lightly, "lightly_sequential": lightly_sequential},
-    "mmselfsup": {"mmselfsup_mocov2": mmselfsup},
+    "lightly-tutorial": {"lightly_tutorial_clothing": lightly_tutorial},
+    "mmselfsup": {"mmselfsup_mocov2": mmselfsup, "mmengine_epoch_pth": mmselfsup_epoch},
     "vissl": {"vissl": vissl},
     "detectron2": {"d2_moco_pkl": detectron2_pkl, "d2_model_final": detectron2_final},
     "timm-ckpt": {"timm_train": timm_ckpt},
-    "timm": {"timm_hub": timm_hub},
+    "timm": {"timm_pt_meta": timm_hub, "timm_hub_folder": timm_hub_folder, "timm_hub_bin": timm_hub_bin},
     "torchvision": {"tv_plain": torchvision_plain, "tv_imagenet_example": torchvision_imagenet_example},
     "mmseg": {"mmseg_segmentor": mmseg_model},
     "transfer-ckpt": {"transfer_ckpt": transfer_ckpt},

@@ -34,18 +34,23 @@ def test_reader_detects_and_recovers(tmp_path, fmt, case):
     path = c.write(tmp_path / f"{case}.ckpt")
     sd, meta, report = read_checkpoint(path)
     assert report.source == fmt and meta["source_format"] == fmt
-    _same(sd, c.online)
+    _same(sd, c.momentum if c.default == "momentum" else c.online)  # the branch the method evaluates
+    assert meta["branch"] == c.default and f"branch: {'momentum/teacher' if c.default == 'momentum' else 'online'} by default" in report.format()
     assert report.unconverted == [], report.unconverted
     assert meta["arch"]["small"] is (fmt == "solo-learn") and meta["arch"]["depth"] == 18
+    assert meta["arch"].get("stem_padding") == (2 if fmt == "solo-learn" else None)
     reasons = " | ".join(r for _, r in report.dropped)
     for h in c.heads:
         assert h in reasons, (h, reasons)
     if c.momentum is not None:
-        assert "momentum branch" in reasons
+        assert ("online branch" if c.default == "momentum" else "momentum branch") in reasons
         msd, mmeta, mreport = read_checkpoint(path, momentum=True)
         assert mmeta["branch"] == "momentum" and mreport.unconverted == []
         _same(msd, c.momentum)
-        assert not torch.equal(msd["conv1.weight"], sd["conv1.weight"])
+        osd, ometa, oreport = read_checkpoint(path, momentum=False)
+        assert ometa["branch"] == "online" and oreport.unconverted == []
+        _same(osd, c.online)
+        assert not torch.equal(msd["conv1.weight"], osd["conv1.weight"])
     else:
         with pytest.raises(Exception, match="momentum"):
             read_checkpoint(path, momentum=True)
@@ -73,4 +78,4 @@ def test_load_any_backbone_from_foreign(tmp_path):
     c = _build("solo-learn", "solo_learn")
     path = c.write(tmp_path / "solo.ckpt")
     bb, meta = load_any_backbone(path, momentum=True)
-    assert bb.spec.small and torch.equal(bb.state_dict()["layer4.1.conv2.weight"], c.momentum["layer4.1.conv2.weight"])
+    assert bb.spec.small and bb.spec.stem_padding == 2 and torch.equal(bb.state_dict()["layer4.1.conv2.weight"], c.momentum["layer4.1.conv2.weight"])
