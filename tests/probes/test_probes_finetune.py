@@ -187,6 +187,7 @@ def test_probe_finetune_end_to_end_writes_report(tmp_path, capsys):
     assert ft["labels"]["n_labelled"] == 144 and ft["n_val"] == 50
     assert ft["runs"]["random"]["steps"] == 3 and 0 <= ft["runs"]["random"]["top1"] <= 100
     assert ft["runs"]["random"]["val_top1"] is not None and ft["runs"]["pixels"]["n_test"] == 360
+    assert ft["runs"]["pixels"]["val_top1"] is not None and ft["runs"]["pixels"]["l2_val_top1"] is not None
     assert ft["runs"]["pixels"]["top1"] > 70  # logistic regression on 144 digit images
     assert rep["summary"]["finetune_n_labelled"] == 144
     md = (out / "finetune_10pct.md").read_text()
