@@ -158,7 +158,8 @@ def load_file(path: Path) -> Tuple[Any, Dict[str, Any], str]:
         top, meta = safe_load(path.read_bytes(), str(path)), {}
     else:
         top, meta = _load_torch(path), {}
-        verify_state_digest(top, path)
+        if isinstance(top, dict) and (top.get("format") == "transfer.checkpoint/1" or {"model", "step"} <= top.keys()):
+            verify_state_digest(top, path)  # our own training state only; a peer's key of that name is theirs
     hub = hub_config(path) if "format" not in meta or meta.get("format") == "pt" else None
     if hub is not None:
         meta = {**meta, "hub_config": hub}
