@@ -1,13 +1,23 @@
 """Asymmetric family: BYOL, SimSiam (trained MLP predictor) and DirectPred (predictor set from
 statistics).
 
-Loss forms: BYOL (Grill et al. 2020) ``2 - 2 cos(p1, t2)`` symmetrised, with the momentum encoder;
-SimSiam (Chen & He 2021) the same without it (stop-gradient online targets); DirectPred
-(Tian et al. 2021, luckmatters ``ssl/real-dataset``) with a linear predictor
-``W_p = U diag(sqrt(s/s_max) + eps) U^T`` from the eigen-decomposition of ``F_hat``, the EMA of
-the predictor input's correlation, recomputed every ``freq`` steps.
-Gradient form for all three (UniGrad ``loss_byol_directpred_grad``):
-``g = (-W_p pos + lam M u) / ||W_p u||`` with ``W_p`` from the target correlation ``F``.
+Loss forms, each at its paper's scale (``loss_to_grad`` = ratio of the loss form's gradient to the
+grad form's for the same predictor; ``tests/methods`` checks it):
+- SimSiam (Chen & He 2021, facebookresearch/simsiam ``main_simsiam.py``):
+  ``-(cos(p1, sg z2) + cos(p2, sg z1)) / 2`` -- ratio 1;
+- BYOL (Grill et al. 2020, deepmind-research ``byol/byol_experiment.py``): ``2 - 2 cos`` of each
+  view's prediction with the other view's target, *summed* over the two directions -- ratio 4;
+- DirectPred (Tian et al. 2021, facebookresearch/luckmatters ``ssl/real-dataset/byol_trainer.py``):
+  ``-2 cos`` summed over the two directions (``regression_loss``) with the linear predictor
+  ``W_p = U diag(clamp(sqrt(s/s_max) + eps, 1e-4)) U^T`` of ``F_hat``, the EMA (rate ``rho``) of the
+  predictor input's correlation. As the released code, ``W_p`` of step ``k`` comes from the
+  statistics of steps ``< k``: the loss uses the current ``W_p``; afterwards ``F_hat`` takes this
+  batch and, every ``freq`` steps, ``W_p`` is recomputed (``regulate_predictor`` after the
+  optimiser step). Before any statistics ``W_p = I`` (luckmatters starts from the layer's random
+  init) -- ratio 4.
+Gradient form for all three (UniGrad ``loss_byol_directpred_grad``): ``g = (-W_p pos + lam M u) /
+||W_p u||`` with ``W_p`` from the target correlation ``F``; the surrogate averages the two views,
+i.e. the scale of ``-(cos_1 + cos_2) / 2``.
 """
 from __future__ import annotations
 
@@ -20,15 +30,35 @@ from . import rules
 from .base import METHODS, Bank, Views
 from .unigrad import CorrelationState
 
+Tensor = torch.Tensor
 
-def byol_loss(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return (2 - 2 * F.cosine_similarity(p, t.detach(), dim=1)).mean()
+
+def neg_cos(p: Tensor, t: Tensor) -> Tensor:
+    """``mean_i -cos(p_i, sg t_i)``."""
+    return -F.cosine_similarity(p, t.detach(), dim=1).mean()
+
+
+def simsiam_loss(p1: Tensor, p2: Tensor, t1: Tensor, t2: Tensor) -> Tensor:
+    """SimSiam's ``D(p1, z2) / 2 + D(p2, z1) / 2`` with ``D = -cos``."""
+    return 0.5 * (neg_cos(p1, t2) + neg_cos(p2, t1))
+
+
+def byol_loss(p1: Tensor, p2: Tensor, t1: Tensor, t2: Tensor) -> Tensor:
+    """BYOL's symmetrised loss: ``(2 - 2 cos(p1, t2)) + (2 - 2 cos(p2, t1))``, batch means."""
+    return (2 + 2 * neg_cos(p1, t2)) + (2 + 2 * neg_cos(p2, t1))
+
+
+def directpred_loss(p1: Tensor, p2: Tensor, t1: Tensor, t2: Tensor) -> Tensor:
+    """luckmatters' ``regression_loss``: ``-2 cos`` per direction, summed, batch mean."""
+    return 2 * neg_cos(p1, t2) + 2 * neg_cos(p2, t1)
 
 
 class Asymmetric(CorrelationState):
     family = "asymmetric"
     equivalence = "approximate"
     eps_key = "eps"
+    #: d(loss form) / d(grad form) for the same linear predictor (eps = 0, where the rule is exact)
+    loss_to_grad: float = 1.0
 
     def update_state(self, t1, t2, step):
         super().update_state(t1, t2, step)
@@ -58,9 +88,13 @@ class MLPPredictorMethod(Asymmetric):
     def build_predictor(self, dim: int, hidden: int):
         return mlp(dim, hidden, dim, 2) if self.form == "loss" else None
 
+    @staticmethod
+    def paper_loss(p1: Tensor, p2: Tensor, t1: Tensor, t2: Tensor) -> Tensor:
+        raise NotImplementedError
+
     def loss_forward(self, v: Views, step: int):
         assert v.p1 is not None and v.p2 is not None, f"{self.name}'s loss form needs the online predictor"
-        return 0.5 * (byol_loss(v.p1, v.t2) + byol_loss(v.p2, v.t1))
+        return self.paper_loss(v.p1, v.p2, v.t1, v.t2)
 
 
 @METHODS.register("byol")
@@ -69,6 +103,8 @@ class BYOL(MLPPredictorMethod):
     default_form = "loss"
     default_momentum = True
     defaults = {"rho": 0.99, "eps": 0.3}
+    loss_to_grad = 4.0
+    paper_loss = staticmethod(byol_loss)
 
 
 @METHODS.register("simsiam")
@@ -77,6 +113,16 @@ class SimSiam(MLPPredictorMethod):
     default_form = "loss"
     default_momentum = False
     defaults = {"rho": 0.99, "eps": 0.3}
+    loss_to_grad = 1.0
+    paper_loss = staticmethod(simsiam_loss)
+
+
+def eig_predictor(F_hat: Tensor, eps: float) -> Tensor:
+    """luckmatters ``compute_w_corr`` (``boost_scale``, ``dyn_convert = 2``, eps outside):
+    ``U diag(clamp(sqrt(clamp(s, 0) / s_max) + eps, 1e-4)) U^T`` (float64 eigh, cast back)."""
+    s, U = torch.linalg.eigh(F_hat.double())
+    p = (torch.sqrt(s.clamp(min=0) / s.max().clamp(min=1e-12)) + eps).clamp(min=1e-4)
+    return ((U * p) @ U.T).to(F_hat.dtype)
 
 
 @METHODS.register("directpred")
@@ -88,6 +134,7 @@ class DirectPred(Asymmetric):
     # UniGrad's BYOL/DirectPred-grad (rho 0.99, eps 0.3; seeds.md section 1)
     defaults = {"rho": 0.3, "eps": 0.1, "freq": 1, "grad_rho": 0.99, "grad_eps": 0.3}
     rho_key, eps_key = "grad_rho", "grad_eps"
+    loss_to_grad = 4.0
 
     def __init__(self, dim: int, **kw) -> None:
         super().__init__(dim, **kw)
@@ -96,15 +143,13 @@ class DirectPred(Asymmetric):
         self.register_buffer("F_hat_initialised", torch.zeros((), dtype=torch.bool))
 
     def loss_forward(self, v: Views, step: int):
+        wp = self.Wp.clone()  # set from the statistics of earlier steps
+        loss = directpred_loss(v.z1 @ wp.T, v.z2 @ wp.T, v.t1, v.t2)
         with torch.no_grad():
             f = torch.cat([v.z1.detach(), v.z2.detach()], 0)
             fb = all_reduce_mean(f.T @ f / f.shape[0])  # E_B[f f^T] over the global batch, not centred
             self.F_hat.copy_(rules.ema_update(self.F_hat, fb, float(self.hp["rho"]), bool(self.F_hat_initialised)))
             self.F_hat_initialised.fill_(True)
             if step % max(1, int(self.hp["freq"])) == 0:
-                s, U = torch.linalg.eigh(self.F_hat.double())
-                s = s.clamp(min=0)
-                p = (torch.sqrt(s / s.max().clamp(min=1e-12)) + float(self.hp["eps"])).clamp(min=1e-4)
-                self.Wp.copy_(((U * p) @ U.T).to(self.Wp.dtype))
-        p1, p2 = v.z1 @ self.Wp.T, v.z2 @ self.Wp.T
-        return 0.5 * (byol_loss(p1, v.t2) + byol_loss(p2, v.t1))
+                self.Wp.copy_(eig_predictor(self.F_hat, float(self.hp["eps"])))
+        return loss

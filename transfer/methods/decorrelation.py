@@ -8,8 +8,11 @@ VICReg-exp / VICReg-ctr (Garrido et al. 2023: the covariance term replaced by
 ``(1/d) sum_i log sum_{j!=i} exp(C_ij / tau)``, on ``K`` resp. ``K^T``).
 
 Gradient forms: UniGrad's decorrelation rule ``g = 2 (-pos + lambda C pos)``,
-``C = U^T Pos / N`` (``loss_barlow_twins_grad_mm``) for Barlow Twins and VICReg; its
-exp-weighted variant for VICReg-exp; the sample-side exp rule for VICReg-ctr (see ``rules``).
+``C = U^T Pos / N`` (``loss_barlow_twins_grad_mm``) for Barlow Twins and VICReg; for VICReg-exp
+the exact gradient of ``-u.pos + lambda (1/d) sum_i log sum_{j!=i} exp(C_ij / tau)`` with ``C`` the
+cross-branch covariance at the embeddings' scale (``rules.embedding_covariance``: ``d`` times the
+covariance of the normalised features, so that ``C / tau`` is O(1/tau) as in the paper and the
+negative term is of the order of the positive one); the sample-side exp rule for VICReg-ctr.
 """
 from __future__ import annotations
 
@@ -36,11 +39,16 @@ def _offdiag(c: torch.Tensor) -> torch.Tensor:
     return c.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
 
 
+def batch_standardise(z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``BatchNorm1d(affine=False)`` in training mode: biased batch variance, ``eps = 1e-5``
+    (Barlow Twins ``main.py`` standardises with that layer, synchronised over ranks)."""
+    zc = z - z.mean(0)
+    return zc / torch.sqrt(zc.pow(2).mean(0) + eps)
+
+
 def barlow_twins_loss(za: torch.Tensor, zb: torch.Tensor, lambd: float) -> torch.Tensor:
     n = za.shape[0]
-    za = (za - za.mean(0)) / za.std(0).clamp(min=1e-6)
-    zb = (zb - zb.mean(0)) / zb.std(0).clamp(min=1e-6)
-    c = za.T @ zb / n
+    c = batch_standardise(za).T @ batch_standardise(zb) / n
     return (1 - torch.diagonal(c)).pow(2).sum() + lambd * _offdiag(c).pow(2).sum()
 
 

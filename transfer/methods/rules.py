@@ -106,25 +106,54 @@ def barlow_residual(u_all: Tensor, pos_all: Tensor, lambd: float) -> Tensor:
     return 2 * (1 - lambd) * pos_all * torch.diagonal(c)
 
 
+def embedding_covariance(u_all: Tensor, pos_all: Tensor) -> Tensor:
+    """Cross-branch covariance at the scale of the embeddings Garrido et al. exponentiate:
+    ``C = d (U - mean U)^T (Pos - mean Pos) / (N - 1)``.
+
+    VICReg's variance term keeps every embedding dimension near unit variance, so the covariance
+    the paper's ``exp(C_ij / tau)`` sees has O(1) diagonal. L2-normalised features have per-dimension
+    variance ~1/d; multiplying by ``d`` restores the paper's scale (without it, ``C / tau`` is
+    ~1/(d tau) and the softmax is uniform: the negative term vanishes)."""
+    d, n = u_all.shape[1], u_all.shape[0]
+    uc = u_all - u_all.mean(0, keepdim=True)
+    pc = pos_all - pos_all.mean(0, keepdim=True)
+    return d * (uc.T @ pc) / (n - 1)
+
+
+def _offdiag_softmax(c: Tensor, tau: float) -> Tensor:
+    """Row-wise ``softmax_{j != i}(c_ij / tau)``."""
+    eye = torch.eye(c.shape[0], dtype=torch.bool, device=c.device)
+    return torch.softmax((c / tau).masked_fill(eye, float("-inf")), dim=1)
+
+
 def decorrelation_exp_grad(u: Tensor, pos: Tensor, u_all: Tensor, pos_all: Tensor, lambd: float,
                            tau: float) -> Tensor:
-    """VICReg-exp in the unified form: ``g = -pos + lambda/(d tau) P pos`` with
-    ``P = softmax_{j != i}(C_ij / tau)`` row-wise, ``C = U^T Pos / N`` (Garrido et al. Eq. 6 with
-    the covariance replaced by the cross-branch correlation, as UniGrad does for Barlow/VICReg)."""
-    d = u.shape[1]
-    c = u_all.T @ pos_all / u_all.shape[0]
-    eye = torch.eye(d, dtype=torch.bool, device=u.device)
-    p = torch.softmax((c / tau).masked_fill(eye, float("-inf")), dim=1)
-    return -pos + lambd / (d * tau) * pos @ p.T
+    """VICReg-exp in the unified form (Garrido et al., ICLR 2023, the ``exp`` covariance criterion
+    ``(1/d) sum_i log sum_{j != i} exp(C_ij / tau)``, cross-branch as UniGrad does for Barlow/VICReg):
+
+    ``g = -pos + lambda N / ((N - 1) tau) P (pos - mean Pos)``, ``P = softmax_{j != i}(C_ij / tau)``,
+    ``C`` from :func:`embedding_covariance`. Exact gradient (times N) of
+    :func:`decorrelation_exp_reference`."""
+    n_all = u_all.shape[0]
+    p = _offdiag_softmax(embedding_covariance(u_all, pos_all), tau)
+    centred = pos - pos_all.mean(0, keepdim=True)
+    return -pos + lambd * n_all / ((n_all - 1) * tau) * centred @ p.T
 
 
 def decorrelation_exp_reference(u_all: Tensor, pos_all: Tensor, lambd: float, tau: float) -> Tensor:
-    """``-mean_i u_i.pos_i + lambda (1/d) sum_i log sum_{j!=i} exp(C_ij / tau)`` (exact)."""
-    d = u_all.shape[1]
-    c = u_all.T @ pos_all / u_all.shape[0]
-    eye = torch.eye(d, dtype=torch.bool, device=u_all.device)
+    """``-mean_i u_i.pos_i + lambda (1/d) sum_i log sum_{j!=i} exp(C_ij / tau)`` with ``C`` from
+    :func:`embedding_covariance` (exact)."""
+    c = embedding_covariance(u_all, pos_all)
+    eye = torch.eye(c.shape[0], dtype=torch.bool, device=u_all.device)
     t = torch.logsumexp((c / tau).masked_fill(eye, float("-inf")), dim=1).mean()
     return -(u_all * pos_all).sum(1).mean() + lambd * t
+
+
+def decorrelation_exp_terms(u: Tensor, pos: Tensor, u_all: Tensor, pos_all: Tensor, lambd: float,
+                            tau: float) -> Tuple[Tensor, Tensor]:
+    """The positive (``-pos``) and negative parts of :func:`decorrelation_exp_grad` (diagnostics)."""
+    g = decorrelation_exp_grad(u, pos, u_all, pos_all, lambd, tau)
+    return -pos, g + pos
 
 
 # ---------------------------------------------------------------- asymmetric (BYOL, SimSiam, DirectPred)

@@ -1,0 +1,159 @@
+"""One test per former deviation from the reference code (issue 13), each failing on the code
+before the fix, plus the scale statements the docstrings make."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transfer.methods import Bank, Views, build_method
+from transfer.methods import rules
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _realistic_views(n: int, d: int, seed: int = 0):
+    """Projections of a UniGrad-shaped projector (Linear-BN-ReLU twice, then Linear; random init)
+    of two noisy views of inputs with a low-dimensional latent structure, L2-normalised."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    d_in = 512
+    x = torch.relu(torch.randn(n, 32, generator=g) @ torch.randn(32, d_in, generator=g)
+                   + 0.5 * torch.randn(n, d_in, generator=g))
+    x1, x2 = (x + 0.3 * torch.randn(n, d_in, generator=g) for _ in range(2))
+    proj = nn.Sequential(nn.Linear(d_in, d, bias=False), nn.BatchNorm1d(d), nn.ReLU(),
+                         nn.Linear(d, d, bias=False), nn.BatchNorm1d(d), nn.ReLU(), nn.Linear(d, d))
+    with torch.no_grad():
+        return F.normalize(proj(x1), dim=1), F.normalize(proj(x2), dim=1)
+
+
+def test_vicreg_exp_negative_term_is_of_order_one_at_d2048() -> None:
+    """Item 1: the old rule's softmax over ``C / tau`` with ``C ~ 1/d`` was uniform and its negative
+    term ~1e-4 of the positive one at d = 2048; at the paper's covariance scale it does work."""
+    u1, u2 = _realistic_views(256, 2048)
+    m = build_method("vicreg_exp", 2048, form="grad")
+    g = m.grad_rule(u1, u2, Bank(u1, u2, u1, 0))
+    neg = g + u2  # g = -pos + negative term
+    ratio = float(neg.norm() / u2.norm())
+    assert 0.1 < ratio < 10, f"negative/positive term norm ratio {ratio:.3g}"
+    pos_part, neg_part = rules.decorrelation_exp_terms(u1, u2, u1, u2, float(m.hp["grad_lambd"]), float(m.hp["tau"]))
+    assert torch.equal(pos_part, -u2) and torch.allclose(neg_part, neg)
+
+
+def test_simclr_and_moco_grad_keep_unigrad_candidates() -> None:
+    """Item 2: ``loss_simclr_grad_mm`` softmaxes over ``N = [Z1m; Z2m]``, the anchor's own target
+    included (the old SimCLR-grad masked it; the old MoCo-grad used only the other view)."""
+    g = torch.Generator().manual_seed(4)
+    u = F.normalize(torch.randn(12, 8, generator=g, dtype=torch.float64), dim=1)
+    t1 = F.normalize(u + 0.5 * torch.randn(12, 8, generator=g, dtype=torch.float64), dim=1)
+    t2 = F.normalize(u + 0.5 * torch.randn(12, 8, generator=g, dtype=torch.float64), dim=1)
+    tau = 0.2
+    cands = torch.cat([t1, t2], 0)
+    expect = (-t2 + torch.softmax(u @ cands.T / tau, 1) @ cands) / tau
+    for name in ("simclr", "moco"):
+        m = build_method(name, 8, form="grad").double()
+        got = m.grad_rule(u, t2, Bank(u, t2, t1, 0))
+        assert torch.allclose(got, expect, rtol=1e-10, atol=1e-12), name
+
+
+def _linear_predictor_views(wp: torch.Tensor, seed: int):
+    """A tiny network; its projections through the linear predictor ``wp`` (so that the loss
+    form and the grad form see the same predictor)."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, wp.shape[0])).double()
+    g = torch.Generator().manual_seed(seed)
+    x1, x2 = (torch.randn(20, 6, generator=g, dtype=torch.float64) for _ in range(2))
+    t1, t2 = (torch.randn(20, wp.shape[0], generator=g, dtype=torch.float64) for _ in range(2))
+    return net, x1, x2, t1, t2
+
+
+def _param_grad(net: nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    grads = torch.autograd.grad(loss, list(net.parameters()))
+    return torch.cat([g.flatten() for g in grads])
+
+
+@pytest.mark.parametrize("name,ratio", [("simsiam", 1.0), ("byol", 4.0), ("directpred", 4.0)])
+def test_loss_form_to_grad_form_gradient_ratio(name: str, ratio: float) -> None:
+    """Item 3: with the same linear predictor ``W_p`` and eps = 0 (where UniGrad's rule is the
+    exact gradient of ``-cos(W_p u, pos)``) the loss form's parameter gradient is the documented
+    constant times the grad form's: SimSiam 1 (``-cos`` averaged over the views), BYOL 4
+    (``2 - 2 cos`` summed over the views), DirectPred 4 (luckmatters' ``-2 cos`` summed)."""
+    d = 8
+    eps_key = "grad_eps" if name == "directpred" else "eps"
+    grad_m = build_method(name, d, form="grad", **{eps_key: 0.0}).double()
+    loss_m = build_method(name, d, form="loss").double()
+    assert loss_m.loss_to_grad == ratio
+    g = torch.Generator().manual_seed(0)
+    # the grad form's F from some targets; W_p = U sqrt(s / s_max) U^T from it
+    warm = F.normalize(torch.randn(40, d, generator=g, dtype=torch.float64), dim=1)
+    grad_m.update_state(warm[:20], warm[20:], step=0)
+    wp, _ = grad_m._wp_m()
+    net, x1, x2, t1, t2 = _linear_predictor_views(wp, 1)
+    grad_m.update_state = lambda *a, **k: None  # keep W_p fixed for the comparison
+    z1, z2 = net(x1), net(x2)
+    g_grad = _param_grad(net, grad_m(Views(z1, z2, t1, t2), step=1)[0])
+    z1, z2 = net(x1), net(x2)
+    if name == "directpred":
+        loss_m.Wp.copy_(wp)
+        loss = loss_m(Views(z1, z2, t1, t2), step=1)[0]
+    else:
+        loss = loss_m(Views(z1, z2, t1, t2, z1 @ wp.T, z2 @ wp.T), step=1)[0]
+    g_loss = _param_grad(net, loss)
+    assert torch.allclose(g_loss, ratio * g_grad, rtol=1e-8, atol=1e-12), \
+        f"ratio {float(g_loss.norm() / g_grad.norm()):.4g}, documented {ratio}"
+
+
+def test_directpred_predictor_comes_from_earlier_steps() -> None:
+    """Item 4: luckmatters sets ``W_p`` after the optimiser step from the statistics so far; the
+    loss of step k uses the statistics of steps < k (identity before any), never batch k's."""
+    d = 6
+    m = build_method("directpred", d, form="loss").double()
+    g = torch.Generator().manual_seed(0)
+    batches = [[torch.randn(10, d, generator=g, dtype=torch.float64) for _ in range(4)] for _ in range(3)]
+    F_hat = None
+    wp = torch.eye(d, dtype=torch.float64)
+    rho, eps = float(m.hp["rho"]), float(m.hp["eps"])
+    for step, (z1, z2, t1, t2) in enumerate(batches):
+        loss, _ = m(Views(z1, z2, t1, t2), step)
+        expect = -2 * (F.cosine_similarity(z1 @ wp.T, t2, dim=1).mean() + F.cosine_similarity(z2 @ wp.T, t1, dim=1).mean())
+        assert torch.allclose(loss, expect, rtol=1e-10), f"step {step}"
+        f = torch.cat([z1, z2], 0)
+        fb = f.T @ f / f.shape[0]
+        F_hat = fb if F_hat is None else rho * F_hat + (1 - rho) * fb
+        s, U = torch.linalg.eigh(F_hat)
+        wp = U @ torch.diag((torch.sqrt(s.clamp(min=0) / s.max()) + eps).clamp(min=1e-4)) @ U.T
+        assert torch.allclose(m.Wp, wp, rtol=1e-8, atol=1e-10)
+
+
+def test_moco_v2_loss_is_query_against_queue() -> None:
+    """MoCo v2's loss form: view 1's query against view 2's key and the queue only (not the
+    batch's other keys); only view 2's keys are enqueued, at the pointer."""
+    d, n, K = 8, 4, 12
+    m = build_method("moco", d, form="loss", queue_size=K).double()
+    g = torch.Generator().manual_seed(0)
+    z1, z2, t1, t2 = (torch.randn(n, d, generator=g, dtype=torch.float64) for _ in range(4))
+    queue0 = m.queue.clone()
+    assert torch.allclose(queue0.norm(dim=1), torch.ones(K, dtype=torch.float64))
+    loss, _ = m(Views(z1, z2, t1, t2), 0)
+    q, k = F.normalize(z1, dim=1), F.normalize(t2, dim=1)
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue0.T], 1) / float(m.hp["tau"])
+    assert torch.allclose(loss, F.cross_entropy(logits, torch.zeros(n, dtype=torch.long)))
+    assert torch.allclose(m.queue[:n], k) and torch.equal(m.queue[n:], queue0[n:])
+    assert int(m.queue_ptr) == n
+
+
+def test_barlow_twins_standardises_like_batchnorm() -> None:
+    """Barlow Twins' ``main.py`` standardises with ``BatchNorm1d(affine=False)``: biased batch
+    variance and eps 1e-5 (the old code used the unbiased std)."""
+    from transfer.methods.decorrelation import batch_standardise
+
+    z = torch.randn(7, 5, dtype=torch.float64)
+    bn = nn.BatchNorm1d(5, affine=False).double().train()
+    assert torch.allclose(batch_standardise(z), bn(z), rtol=1e-10)
