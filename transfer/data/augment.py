@@ -7,8 +7,8 @@ p=0.5, horizontal flip. Here every op runs on a whole uint8 batch as tensor ops 
 training device, driven by an explicit ``torch.Generator`` so a step's views are a pure function of
 (seed, step, rank): exact resume needs no data-loader state.
 
-Differences from torchvision's per-image ops, stated: the crop's aspect is clamped to the image
-instead of retried 10 times; the jitter order is fixed (brightness, contrast, saturation, hue);
+The crop box follows torchvision's ``RandomResizedCrop`` (10 tries, then the centre fallback).
+Differences from torchvision's per-image ops, stated: the jitter order is fixed (brightness, contrast, saturation, hue);
 hue is a rotation in YIQ space; blur kernel = odd(0.1 x size) with sigma scaled by size/224.
 Grayscale-aware: on 1-channel data the saturation, hue and grayscale ops are skipped (they are
 identities on gray images) and the result is repeated to 3 channels.
@@ -64,20 +64,50 @@ class Draw:
         return self.rand() < p
 
 
+def crop_boxes(width: torch.Tensor, height: torch.Tensor, cfg: AugmentConfig, g: Draw,
+               tries: int = 10) -> tuple:
+    """torchvision ``RandomResizedCrop.get_params`` for a batch of source sizes (pixels): up to
+    ``tries`` draws of (area fraction ~ U(scale), log-ratio ~ U(log ratio)), ``w = round(sqrt(a r))``,
+    ``h = round(sqrt(a / r))``, the first with ``0 < w <= W`` and ``0 < h <= H`` kept, its corner
+    uniform over the valid positions; if none fits, the centre crop of the whole image with the
+    aspect ratio clamped to the range. All draws are made for every sample (fixed RNG use).
+    Returns (x0, y0, w, h) in pixels, float tensors."""
+    W, H = width.float(), height.float()
+    area = W * H
+    log_lo, log_hi = math.log(cfg.ratio_min), math.log(cfg.ratio_max)
+    found = torch.zeros_like(W, dtype=torch.bool)
+    cw, ch = torch.zeros_like(W), torch.zeros_like(W)
+    for _ in range(tries):
+        a = area * g.uniform(cfg.scale_min, cfg.scale_max)
+        r = torch.exp(g.uniform(log_lo, log_hi))
+        w = torch.round(torch.sqrt(a * r))
+        h = torch.round(torch.sqrt(a / r))
+        ok = (w > 0) & (h > 0) & (w <= W) & (h <= H) & ~found
+        cw, ch = torch.where(ok, w, cw), torch.where(ok, h, ch)
+        found |= ok
+    # fallback: the whole image's centre with the ratio clamped (torchvision's last resort)
+    in_ratio = W / H
+    fw = torch.where(in_ratio < cfg.ratio_min, W, torch.where(in_ratio > cfg.ratio_max, torch.round(H * cfg.ratio_max), W))
+    fh = torch.where(in_ratio < cfg.ratio_min, torch.round(W / cfg.ratio_min), torch.where(in_ratio > cfg.ratio_max, H, H))
+    cw, ch = torch.where(found, cw, fw), torch.where(found, ch, fh)
+    # corner: torch.randint(0, H - h + 1) in torchvision; uniform integer here from one draw
+    ux, uy = g.rand(), g.rand()
+    x0 = torch.where(found, torch.floor(ux * (W - cw + 1)).clamp(max=W - cw), torch.floor((W - cw) / 2))
+    y0 = torch.where(found, torch.floor(uy * (H - ch + 1)).clamp(max=H - ch), torch.floor((H - ch) / 2))
+    return x0, y0, cw, ch
+
+
 def random_resized_crop(x: torch.Tensor, cfg: AugmentConfig, g: Draw) -> torch.Tensor:
-    """Crop + flip + resize of a float batch (B, C, H, W) to ``cfg.size`` with one grid_sample."""
+    """Crop (:func:`crop_boxes` on the batch's pixel size) + flip + resize of a float batch
+    (B, C, H, W) to ``cfg.size`` with one ``grid_sample``."""
     b, dev = x.shape[0], x.device
-    area = g.uniform(cfg.scale_min, cfg.scale_max)
-    logr = g.uniform(math.log(cfg.ratio_min), math.log(cfg.ratio_max))
-    r = torch.exp(logr)
-    w = torch.sqrt(area * r).clamp(max=1.0)  # fraction of the image width
-    h = torch.sqrt(area / r).clamp(max=1.0)
-    cx = (g.rand() * 2 - 1) * (1 - w)
-    cy = (g.rand() * 2 - 1) * (1 - h)
+    H, W = x.shape[-2], x.shape[-1]
+    x0, y0, cw, ch = crop_boxes(torch.full((b,), float(W), device=dev), torch.full((b,), float(H), device=dev), cfg, g)
     flip = torch.where(g.bernoulli(cfg.p_flip), -1.0, 1.0)
+    # pixel box -> normalised affine (align_corners=False: the image spans [-1, 1] edge to edge)
     theta = torch.zeros(b, 2, 3, device=dev)
-    theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
-    theta[:, 1, 1], theta[:, 1, 2] = h, cy
+    theta[:, 0, 0], theta[:, 0, 2] = cw / W * flip, (2 * x0 + cw) / W - 1
+    theta[:, 1, 1], theta[:, 1, 2] = ch / H, (2 * y0 + ch) / H - 1
     grid = F.affine_grid(theta, [b, x.shape[1], cfg.size, cfg.size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -177,8 +207,21 @@ class TwoViewAugment:
 
 
 def eval_transform(x_uint8: torch.Tensor, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Deterministic eval view: resize to ``size`` (antialiased bilinear), normalise, 3 channels."""
+    """Deterministic eval view. Sources at least ``size * 256/224`` on the short side get the
+    standard ImageNet view: resize the short side to ``round(size * 256/224)``, centre crop
+    ``size`` (256 -> 224); smaller sources (Fashion-MNIST, digits, synthetic) are resized to
+    ``size`` (antialiased bilinear). Normalised, 3 channels."""
     x = x_uint8.float().div_(255.0)
-    if x.shape[-1] != size or x.shape[-2] != size:
+    h, w = x.shape[-2], x.shape[-1]
+    resize = int(round(size * 256 / 224))
+    if min(h, w) >= resize:
+        if min(h, w) != resize:
+            s = resize / min(h, w)
+            x = F.interpolate(x, size=(max(resize, round(h * s)), max(resize, round(w * s))), mode="bilinear",
+                              antialias=True, align_corners=False)
+        h, w = x.shape[-2], x.shape[-1]
+        t, l = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+        x = x[..., t:t + size, l:l + size]
+    elif h != size or w != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return normalize(x, mean, std)
