@@ -13,10 +13,18 @@ from transfer.config import load_config
 from transfer.methods import METHODS
 from transfer.trainer import Trainer
 
-CASES = [(m, f, mom) for m in METHODS.names() for f, mom in itertools.product(METHODS.get(m).forms, (True, False))]
+def _case(m: str, f: str, mom: bool):
+    """Each method's default form and momentum run by default; the rest of the matrix is slow
+    (the formulas of every form are covered by test_reference_ports.py in seconds)."""
+    cls = METHODS.get(m)
+    marks = () if (f, mom) == (cls.default_form, cls.default_momentum) else (pytest.mark.slow,)
+    return pytest.param(m, f, mom, marks=marks, id=f"{m}-{f}-{'ema' if mom else 'noema'}")
 
 
-@pytest.mark.parametrize("method,form,momentum", CASES, ids=[f"{m}-{f}-{'ema' if e else 'noema'}" for m, f, e in CASES])
+CASES = [_case(m, f, mom) for m in METHODS.names() for f, mom in itertools.product(METHODS.get(m).forms, (True, False))]
+
+
+@pytest.mark.parametrize("method,form,momentum", CASES)
 def test_trains_and_exports(tiny, method, form, momentum):
     cfg = load_config(None, tiny(name=f"{method}_{form}_{momentum}") + [
         f"method.name={method}", f"method.form={form}", f"method.momentum={str(momentum).lower()}",

@@ -98,7 +98,7 @@ def reading(table: Dict[str, Any]) -> List[str]:
         out.append(s)
     # -- spread between methods
     sp_ours = table["spread"]
-    pm = [m for m in methods if m in paper.UNIGRAD]
+    pm = [m for m in methods if m in paper.UNIGRAD and m != "moco"]  # ours has no queue: not the paper's MoCo
     parts, ranges = [], {}
     for v in ("orig", "grad", "grad_ema"):
         d = (sp_ours.get(v) or {}).get(key)

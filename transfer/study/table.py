@@ -109,11 +109,37 @@ def build_table(spec: StudySpec, cells: List[Cell], results: List[Dict[str, Any]
     return table
 
 
+# Gradient forms that are one rule under different names (default parameters, MoCo without a
+# queue): UniGrad's ``loss_simclr_grad_mm`` for SimCLR and MoCo, ``loss_byol_directpred_grad`` for
+# BYOL, SimSiam and DirectPred (grad_rho/grad_eps = rho/eps), the Barlow rule for VICReg (same
+# grad_lambd). In the grad variants they are one method, not several.
+SAME_RULE = {"moco": "simclr", "simsiam": "byol", "directpred": "byol", "vicreg": "barlow_twins"}
+
+
+def rule_key(method: str, variant: str) -> str:
+    """The rule a (method, variant) cell trains with; original forms are all distinct."""
+    return method if variant == "orig" else SAME_RULE.get(method, method)
+
+
+def distinct_rules(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One row per rule (the first of its names), named ``a=b`` when several methods share it."""
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(rule_key(r["method"], r["variant"]), []).append(r)
+    return [{**g[0], "method": "=".join(x["method"] for x in g)} for g in groups.values()]
+
+
+def method_name(method: str) -> str:
+    """``moco`` with ``queue_size = 0`` (every shipped recipe) is MoCo v3's in-batch loss, not MoCo."""
+    return "moco (queue 0)" if method == "moco" else method
+
+
 def spreads(rows: List[Dict[str, Any]], variants: Sequence[str]) -> Dict[str, Any]:
-    """Per variant and metric: best and worst method (by mean over seeds), range, typical seed std."""
+    """Per variant and metric: best and worst method (by mean over seeds), range, typical seed std;
+    identical rules (:func:`rule_key`) count once."""
     out: Dict[str, Any] = {}
     for v in variants:
-        vr = [r for r in rows if r["variant"] == v]
+        vr = distinct_rules([r for r in rows if r["variant"] == v])
         out[v] = {}
         for key in ("linear", "knn"):
             pts = [(r["method"], r["metrics"].get(key, {}).get("mean"), r["metrics"].get(key, {}).get("std"))
@@ -163,7 +189,7 @@ def main_table_md(table: Dict[str, Any]) -> List[str]:
     head = ["method", "family", "variant", "form", "EMA", "seeds"] + [m["label"] for m in ms] + ["pretrain s/seed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table["rows"] + table["baselines"]:
-        cells = [r["method"], r["family"], r["label"], r["form"],
+        cells = [method_name(r["method"]), r["family"], r["label"], r["form"],
                  "-" if r["momentum"] is None else ("yes" if r["momentum"] else "no"),
                  str(len(r["seeds"])) + (f" ({len(r['failed'])} failed)" if r["failed"] else "")]
         for m in ms:
@@ -206,14 +232,14 @@ def pivot_md(table: Dict[str, Any], key: str = "linear", with_paper: bool = Fals
         head += [f"paper: {VARIANTS[v].label}" for v in ("orig", "grad", "grad_ema")] + ["paper: EMA gain"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, d in table["pivot"].items():
-        cells = [m]
+        cells = [method_name(m)]
         for v in vs:
             cells.append(fmt((d.get(v) or {}).get(key)) if v in d else "n/a")
         if "grad" in vs and "grad_ema" in vs:
             a, b = ((d.get("grad") or {}).get(key) or {}), ((d.get("grad_ema") or {}).get(key) or {})
             cells.append(f"{b['mean'] - a['mean']:+.2f}" if a.get("mean") is not None and b.get("mean") is not None else "—")
         if with_paper:
-            pub = paper.UNIGRAD.get(m)
+            pub = paper.UNIGRAD.get(m) if m != "moco" else None  # the paper's MoCo has a 65,536 queue
             if pub:
                 cells += ["—" if x is None else f"{x:.1f}" for x in pub]
                 cells.append(f"{pub[2] - pub[1]:+.1f}" if pub[1] is not None and pub[2] is not None else "—")
