@@ -28,6 +28,21 @@ def check_name(name: object) -> str:
     return name
 
 
+FOLDER_TOKEN = re.compile(r"^[a-z0-9]{4,32}$")
+
+
+def check_folder(name: str, folder: object, where: str = "") -> str:
+    """The folder an index entry keeps its files in: ``NAME`` or, after a ``--force`` replacement,
+    ``NAME~TOKEN``; nothing else (an HTTP index is untrusted)."""
+    if folder == name:
+        return name
+    base, sep, token = folder.rpartition("~") if isinstance(folder, str) else ("", "", "")
+    if not sep or base != name or not FOLDER_TOKEN.fullmatch(token):
+        raise UserError(f"invalid folder {folder!r} for zoo model {name!r}{' in ' + where if where else ''}: "
+                        f"expected {name!r} or {name + '~TOKEN'!r}")
+    return folder
+
+
 def check_file_name(name: object, where: str = "") -> str:
     """Return ``name`` if it is a valid flat file name inside a model folder."""
     if not isinstance(name, str) or not FILE_NAME.fullmatch(name) or ".." in name:

@@ -4,19 +4,27 @@ Steps: validate the name; read the export (its weights hash is checked); refuse 
 without ``force``; optionally run the probes into ``RUN_DIR/probes``; stage every file in
 ``ZOO/.staging/NAME.XXXX`` (backbone, detectron2 and mmseg conversions, config, results, card,
 SHA256SUMS); then, under the index lock, re-check the name, rename the staged folder into place
-and rewrite the index atomically. Until that last rename of ``index.json`` the model does not
-exist for any reader, so an interrupted publish leaves at most an unlisted folder (cleared by the
-next publish of that name). ``checkpoint.pt`` (full training state) is never published.
+(``ZOO/NAME``, or a fresh ``ZOO/NAME~TOKEN`` when a listed model is replaced with ``force``) and
+rewrite the index atomically. Until that last rename of ``index.json`` the new model does not
+exist for any reader and the old one is untouched, so a publish killed at any point leaves the
+listed model readable and at most an unlisted folder, which the next publish of that name clears.
+Each staging folder is owned through an ``flock`` on ``.staging/NAME.XXXX.lock``; every publish
+first removes the staging folders whose owner is gone (killed publishes, replaced models).
+Only regular files inside the run folder are copied: a symlinked ``config.yaml`` or export is
+refused. ``checkpoint.pt`` (full training state) is never published.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import json
 import os
+import secrets
 import shutil
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from transfer.checkpoint import atomic_write_text, read_export
 from transfer.errors import UserError
@@ -24,7 +32,7 @@ from transfer.errors import UserError
 from . import card as card_mod
 from .names import check_name
 from .results import gather
-from .store import CARD, SUMS, LocalZoo, Zoo, open_zoo, remove_tree, sha256_file, sums_text
+from .store import CARD, SUMS, LocalZoo, Zoo, folder_name, open_zoo, remove_tree, sha256_file, sums_text
 
 BACKBONE = "backbone.safetensors"
 RESULTS = "results.json"
@@ -55,6 +63,101 @@ def _convert(stage: Path, name: str) -> Dict[str, Any]:
     return done
 
 
+def _run_file(run_dir: Path, fname: str) -> Optional[Path]:
+    """``run_dir/fname`` if it is a regular file inside the run folder; None if absent. A symlink,
+    or anything resolving outside the folder, is refused: publish copies it world-readable."""
+    p = run_dir / fname
+    if not os.path.lexists(p):
+        return None
+    if p.is_symlink():
+        raise UserError(f"{p} is a symbolic link (to {os.readlink(p)}); publish copies only regular files "
+                        f"inside the run folder: replace it with a copy")
+    if not p.resolve().is_relative_to(run_dir.resolve()):
+        raise UserError(f"{p} resolves outside the run folder ({p.resolve()}); refused")
+    if not stat.S_ISREG(p.lstat().st_mode):
+        raise UserError(f"{p} is not a regular file; refused")
+    return p
+
+
+def _copy_nofollow(src: Path, dst: Path) -> None:
+    """Copy a regular file, refusing a symlink swapped in after the check (O_NOFOLLOW)."""
+    try:
+        fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        raise UserError(f"{src}: cannot read it as a regular file ({e.strerror}); refused") from None
+    with os.fdopen(fd, "rb") as f, open(dst, "wb") as out:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise UserError(f"{src} is not a regular file; refused")
+        shutil.copyfileobj(f, out)
+
+
+def _new_stage(staging: Path, name: str) -> Tuple[Path, int]:
+    """A fresh staging folder ``NAME.XXXX`` and the descriptor holding ``flock`` on ``NAME.XXXX.lock``
+    (which exists before the folder and goes after it: a folder without a held lock has no owner)."""
+    staging.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd, lock = tempfile.mkstemp(prefix=f"{name}.", suffix=".lock", dir=staging)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            mine = os.stat(lock).st_ino == os.fstat(fd).st_ino  # not removed by a sweep before our flock
+        except FileNotFoundError:
+            mine = False
+        if mine:
+            stage = Path(lock[: -len(".lock")])
+            try:
+                stage.mkdir()
+                return stage, fd
+            except FileExistsError:  # an ownerless leftover of that name: leave it to the sweep
+                os.unlink(lock)
+        os.close(fd)
+
+
+def _release_stage(stage: Path, fd: int) -> None:
+    remove_tree(stage)
+    try:
+        os.unlink(f"{stage}.lock")
+    except FileNotFoundError:
+        pass
+    os.close(fd)
+
+
+def sweep_staging(staging: Path) -> None:
+    """Remove staging folders whose publish is gone: a lock file nobody holds, or no lock file at all
+    (replaced model folders, leftovers of a publish killed mid-way)."""
+    if not staging.is_dir():
+        return
+    for p in sorted(staging.iterdir()):
+        if p.is_dir() and not p.is_symlink():
+            if not os.path.lexists(f"{p}.lock"):
+                remove_tree(p)
+            continue
+        if p.suffix != ".lock":
+            continue
+        try:
+            fd = os.open(p, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a publish in progress
+            os.close(fd)
+            continue
+        try:
+            remove_tree(p.with_suffix(""))
+            os.unlink(p)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _discard(path: Path, staging: Path) -> Path:
+    """Move a folder out of the zoo into ``.staging`` (one rename; removed by us or a later sweep)."""
+    junk = staging / f"{path.name}.{secrets.token_hex(4)}.old"
+    os.replace(path, junk)
+    return junk
+
+
 def _probe(run_dir: Path, data: str, device: str, log: Callable[[str], None]) -> None:
     from probes.run import ProbeConfig, run_all
 
@@ -76,11 +179,12 @@ def publish(run_dir: Path, name: str, zoo: Optional[Zoo | str] = None, force: bo
     if not isinstance(zoo, LocalZoo):
         raise UserError(f"zoo at {zoo.location} is read-only (HTTP); publish to a directory")
     run_dir = Path(run_dir).expanduser()
-    src = run_dir / BACKBONE if run_dir.is_dir() else run_dir
+    src = (_run_file(run_dir, BACKBONE) if run_dir.is_dir() else run_dir) or run_dir / BACKBONE
     if not src.is_file():
         raise UserError(f"{run_dir}: no {BACKBONE} (expected a run folder made by `transfer pretrain`)")
     if run_dir.is_file():
         run_dir = run_dir.parent
+    config = _run_file(run_dir, "config.yaml")
     _sd, meta = read_export(src)  # checks the weights against their sha256
     if not isinstance(meta.get("arch"), dict):
         raise UserError(f"{src}: no 'arch' in the metadata; not a transfer export")
@@ -90,13 +194,14 @@ def publish(run_dir: Path, name: str, zoo: Optional[Zoo | str] = None, force: bo
         _probe(run_dir, probe_data or str(meta.get("dataset") or "synthetic"), device, log)
     doc, rows, warnings = gather(run_dir, meta.get("weights_sha256"))
 
-    (zoo.root / ".staging").mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=zoo.root / ".staging"))
+    staging = zoo.root / ".staging"
+    sweep_staging(staging)
+    stage, stage_fd = _new_stage(staging, name)
     try:
-        shutil.copyfile(src, stage / BACKBONE)
+        _copy_nofollow(src, stage / BACKBONE)
         conversions = _convert(stage, name)
-        if (run_dir / "config.yaml").is_file():
-            shutil.copyfile(run_dir / "config.yaml", stage / "config.yaml")
+        if config is not None:
+            _copy_nofollow(config, stage / "config.yaml")
         published = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
         doc = {"model": name, "weights_sha256": meta.get("weights_sha256"), "published": published,
                "run_dir": str(run_dir.resolve()), "conversions": conversions, "rows": rows, "warnings": warnings,
@@ -123,29 +228,34 @@ def publish(run_dir: Path, name: str, zoo: Optional[Zoo | str] = None, force: bo
             "results": [{k: r[k] for k in ("protocol", "dataset", "split", "metric", "value", "kind", "probe", "task")
                          if k in r} for r in rows],
         }
+        junk = []
         with zoo.lock():
             index = zoo.read_index()
-            if name in index["models"] and not force:
+            listed = index["models"].get(name)
+            if listed is not None and not force:
                 raise UserError(f"zoo model {name!r} was published meanwhile in {zoo.location}; pass --force to replace it")
-            final = zoo.folder(name)
-            old = None
-            if final.exists():  # the replaced model (force), or an unlisted leftover of a crashed publish
-                old = Path(tempfile.mkdtemp(prefix=f"{name}.", dir=zoo.root / ".staging")) / "old"
-                os.replace(final, old)
+            current = zoo.root / folder_name(name, listed) if listed is not None else None
+            plain = zoo.folder(name)
+            # folders of this name no entry points at: a publish killed before its index write
+            for d in sorted(zoo.root.glob(f"{name}~*")) + [plain]:
+                if d != current and os.path.lexists(d):
+                    junk.append(_discard(d, staging))
+            # the listed folder stays untouched until the index points at the new one
+            final = plain if not os.path.lexists(plain) else zoo.root / f"{name}~{secrets.token_hex(6)}"
+            if final != plain:
+                entry["folder"] = final.name
             os.replace(stage, final)
             index["models"][name] = entry
             try:
                 zoo.write_index(index)
-            except BaseException:  # put everything back: the index still describes the old folder
+            except BaseException:  # the index still describes the old folder, which was never moved
                 os.replace(final, stage)
-                if old is not None:
-                    os.replace(old, final)
-                    remove_tree(old.parent)
                 raise
-        if old is not None:
-            remove_tree(old.parent)
+            if current is not None and current != final:
+                junk.append(_discard(current, staging))
+        for d in junk:
+            remove_tree(d)
         log(f"published {name} -> {final}")
         return entry
     finally:
-        if stage.exists():
-            remove_tree(stage)
+        _release_stage(stage, stage_fd)

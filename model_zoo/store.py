@@ -10,6 +10,10 @@ A zoo is a local directory (or a mounted share) or a read-only HTTP(S) base URL,
     ZOO/NAME/config.yaml           the pretraining config (when the run has one)
     ZOO/NAME/SHA256SUMS            ``sha256sum -c`` format, every other file of the folder
 
+A ``--force`` replacement puts the new files in a fresh folder ``ZOO/NAME~TOKEN`` (the entry's
+``folder`` says which; absent means ``NAME``) and switches the index to it in one atomic rename,
+so a reader sees either the old model or the new one, whole, whenever a publish is killed.
+
 Each index entry lists every file of its folder with its sha256 and size; ``get`` checks each file
 against it (local or HTTP). The index is the only thing readers trust to say what is published:
 a folder without an entry (a crashed publish) is invisible. It is rewritten atomically (temp file
@@ -36,7 +40,7 @@ from typing import IO, Any, Dict, Iterator, List, Optional
 
 from transfer.errors import UserError
 
-from .names import check_file_name, check_name
+from .names import check_file_name, check_folder, check_name
 
 INDEX = "index.json"
 INDEX_FORMAT = "transfer.zoo/1"
@@ -89,6 +93,8 @@ def validate_index(data: Any, where: str) -> Dict[str, Any]:
         raise UserError(f"{where}: unsupported index format {data.get('format')!r} (expected {INDEX_FORMAT!r})")
     for name, entry in data["models"].items():
         check_name(name)
+        if isinstance(entry, dict) and "folder" in entry:
+            check_folder(name, entry["folder"], where)
         files = entry.get("files") if isinstance(entry, dict) else None
         if not isinstance(files, dict) or not files:
             raise UserError(f"{where}: model {name!r} lists no files")
@@ -104,6 +110,11 @@ def empty_index() -> Dict[str, Any]:
     return {"format": INDEX_FORMAT, "models": {}}
 
 
+def folder_name(name: str, entry: Optional[Dict[str, Any]]) -> str:
+    """The folder holding ``name``'s files: ``NAME``, or ``NAME~TOKEN`` after a forced replacement."""
+    return check_folder(name, (entry or {}).get("folder", name))
+
+
 class Zoo:
     """Read access common to both kinds of zoo."""
 
@@ -117,7 +128,8 @@ class Zoo:
         raise NotImplementedError
 
     @contextlib.contextmanager
-    def open_file(self, name: str, fname: str) -> Iterator[IO[bytes]]:
+    def open_file(self, name: str, fname: str, folder: Optional[str] = None) -> Iterator[IO[bytes]]:
+        """Open ``fname`` of model ``name`` (in ``folder``, default ``name``)."""
         raise NotImplementedError
         yield  # pragma: no cover
 
@@ -131,14 +143,14 @@ class Zoo:
                             + ("" if models else " (the zoo is empty)"))
         return models[name]
 
-    def fetch_to(self, name: str, fname: str, rec: Dict[str, Any], dest: Path) -> None:
+    def fetch_to(self, name: str, fname: str, rec: Dict[str, Any], dest: Path, folder: Optional[str] = None) -> None:
         """Copy one file to ``dest`` through a temp file, refusing it unless size and sha256 match."""
         check_file_name(fname)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
         try:
             h, n = hashlib.sha256(), 0
-            with os.fdopen(fd, "wb") as out, self.open_file(name, fname) as src:
+            with os.fdopen(fd, "wb") as out, self.open_file(name, fname, folder) as src:
                 while True:
                     chunk = src.read(_CHUNK)
                     if not chunk:
@@ -212,8 +224,8 @@ class LocalZoo(Zoo):
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     @contextlib.contextmanager
-    def open_file(self, name: str, fname: str) -> Iterator[IO[bytes]]:
-        p = self.folder(name) / check_file_name(fname)
+    def open_file(self, name: str, fname: str, folder: Optional[str] = None) -> Iterator[IO[bytes]]:
+        p = self.root / check_folder(name, folder or name) / check_file_name(fname)
         try:
             f = open(p, "rb")
         except OSError as e:
@@ -223,7 +235,7 @@ class LocalZoo(Zoo):
 
     def verify_in_place(self, name: str, entry: Dict[str, Any]) -> Path:
         """Hash every listed file where it lies; the model folder, or :class:`UserError`."""
-        folder = self.folder(name)
+        folder = self.root / folder_name(check_name(name), entry)
         for fname, rec in entry["files"].items():
             p = folder / fname
             if not p.is_file():
@@ -266,8 +278,8 @@ class HttpZoo(Zoo):
         return validate_index(data, url)
 
     @contextlib.contextmanager
-    def open_file(self, name: str, fname: str) -> Iterator[IO[bytes]]:
-        with self._open(self._url(check_name(name), check_file_name(fname))) as r:
+    def open_file(self, name: str, fname: str, folder: Optional[str] = None) -> Iterator[IO[bytes]]:
+        with self._open(self._url(check_folder(check_name(name), folder or name), check_file_name(fname))) as r:
             yield r
 
 
@@ -294,19 +306,45 @@ def get(name: str, out: Optional[Path] = None, zoo: Optional[Zoo] = None) -> Pat
 
     A local zoo without ``out`` is verified in place (no copy). Otherwise files are copied or
     downloaded into ``out`` (default for HTTP: the download cache); a file already there with the
-    right hash is kept. Any mismatch raises :class:`UserError` and leaves no partial file behind.
+    right hash is kept. Every file is fetched and checked in a temp folder inside ``out`` first and
+    moved into place only when all pass: any mismatch raises :class:`UserError` and leaves nothing
+    behind (not even ``out``, when it did not exist before).
     """
     zoo = zoo or open_zoo()
     entry = zoo.entry(name)
     if out is None and isinstance(zoo, LocalZoo):
         folder = zoo.verify_in_place(name, entry)
-    else:
-        folder = Path(out).expanduser() if out is not None else download_dir(zoo, name)
-        for fname, rec in entry["files"].items():
-            dest = folder / fname
-            if dest.is_file() and dest.stat().st_size == rec["size"] and sha256_file(dest) == rec["sha256"]:
-                continue
-            zoo.fetch_to(name, fname, rec, dest)
+        verify_folder(folder, entry)
+        return folder
+    folder = Path(out).expanduser() if out is not None else download_dir(zoo, name)
+    src = folder_name(name, entry)
+    todo = {f: r for f, r in entry["files"].items()
+            if not ((folder / f).is_file() and (folder / f).stat().st_size == r["size"] and sha256_file(folder / f) == r["sha256"])}
+    if not todo:
+        verify_folder(folder, entry)
+        return folder
+    created = [p for p in [folder, *folder.parents] if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".zoo-get.", dir=folder))
+    try:
+        for fname, rec in todo.items():
+            zoo.fetch_to(name, check_file_name(fname), rec, tmp / fname, folder=src)
+        sums_path = tmp / SUMS if SUMS in todo else folder / SUMS
+        if not sums_path.is_file():
+            raise UserError(f"zoo model {name!r} lists no {SUMS}; not a zoo model folder")
+        sums = parse_sums(sums_path.read_text(), f"{name}/{SUMS}")
+        for fname, digest in sums.items():
+            if fname not in entry["files"] or entry["files"][fname]["sha256"] != digest:
+                raise UserError(f"{name}/{SUMS}: {fname} does not match the zoo index; refused")
+        for fname in todo:
+            os.replace(tmp / fname, folder / fname)
+    except BaseException:
+        remove_tree(tmp)
+        for p in created:  # only the folders this call made, and only while empty
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
+    remove_tree(tmp)
     verify_folder(folder, entry)
     return folder
 
@@ -339,7 +377,7 @@ def card_text(name: str, zoo: Optional[Zoo] = None) -> str:
         raise UserError(f"zoo model {name!r} has no {CARD}")
     with tempfile.TemporaryDirectory() as d:
         dest = Path(d) / CARD
-        zoo.fetch_to(name, CARD, rec, dest)
+        zoo.fetch_to(name, CARD, rec, dest, folder=folder_name(name, entry))
         return dest.read_text(encoding="utf-8")
 
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import model_zoo
 from model_zoo.names import check_name
@@ -68,7 +69,7 @@ def test_tampered_file_refused_locally(tiny_zoo, tmp_path, capsys):
     out = tmp_path / "copy"
     assert main(["zoo", "get", "tiny", "--zoo", str(zoo), "-o", str(out)]) == 2
     assert not (out / "detectron2.pkl").exists()  # the bad file never lands
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # nor any temp file
+    assert not out.exists() or not [p for p in out.iterdir() if p.name.startswith(".")]  # nor any temp file
     with pytest.raises(UserError, match="sha256"):
         model_zoo.load("tiny", zoo=str(zoo))
     # a tampered card is refused by show
@@ -141,6 +142,7 @@ def test_failed_publish_never_listed(tiny_zoo, tmp_path, monkeypatch):
 
 
 def _worker(zoo: str, pairs) -> None:
+    torch.set_num_threads(1)  # libgomp's pool is not fork-safe once the parent ran a parallel region
     for run, name in pairs:
         model_zoo.publish(run, name, zoo=zoo)
 
