@@ -192,6 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--work", default="/tmp/mutwork", help="scratch copy of the repository (recreated)")
     ap.add_argument("--only", help="mutate only this file of transfer/methods (e.g. rules.py)")
     ap.add_argument("--limit", type=int, default=0, help="stop after this many mutants (0: all)")
+    ap.add_argument("--pick", help="comma-separated FILE#INDEX (as --list prints) to run only those")
     ap.add_argument("--stride", type=int, default=1, help="run every k-th mutant only (a deterministic sample)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant; a timeout counts as killed")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
@@ -199,6 +200,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
 
     mutants = enumerate_mutants(ROOT, args.only)
+    if args.pick:
+        want = {tuple(p.rsplit("#", 1)) for p in args.pick.split(",")}
+        mutants = [m for m in mutants if (Path(m.file).name, str(m.index)) in want or (m.file, str(m.index)) in want]
     mutants = mutants[::max(1, args.stride)]
     if args.limit:
         mutants = mutants[:args.limit]

@@ -197,3 +197,52 @@ def test_study_same_rule_classes_are_one_rule() -> None:
     rows = [{"method": m, "variant": "grad_ema"} for m in ("simclr", "moco", "byol", "simsiam", "directpred", "unigrad")]
     assert [r["method"] for r in distinct_rules(rows)] == ["simclr=moco", "byol=simsiam=directpred", "unigrad"]
     assert len(distinct_rules([{**r, "variant": "orig"} for r in rows])) == 6
+
+
+def test_default_forms_and_momentum_of_every_method() -> None:
+    from transfer.methods import METHODS
+
+    got = {n: (METHODS.get(n).default_form, METHODS.get(n).default_momentum) for n in METHODS.names()}
+    assert got == {
+        "unigrad": ("grad", True), "simclr": ("loss", False), "simclr_abs": ("loss", False),
+        "simclr_sq": ("loss", False), "moco": ("loss", True), "byol": ("loss", True),
+        "simsiam": ("loss", False), "directpred": ("loss", True), "barlow_twins": ("loss", False),
+        "vicreg": ("loss", False), "vicreg_exp": ("loss", False), "vicreg_ctr": ("loss", False)}
+
+
+def test_unknown_parameter_is_a_user_error_with_a_hint() -> None:
+    from transfer.errors import UserError
+
+    with pytest.raises(UserError, match="did you mean 'tau'"):
+        build_method("simclr", 8, taux=0.1)
+
+
+def test_pos_sim_is_the_mean_positive_cosine() -> None:
+    g = torch.Generator().manual_seed(5)
+    z1, z2, t1, t2 = (torch.randn(6, 8, generator=g, dtype=torch.float64) for _ in range(4))
+    _, stats = build_method("unigrad", 8).double()(Views(z1, z2, t1, t2), 0)
+    expect = 0.5 * (F.cosine_similarity(z1, t2).mean() + F.cosine_similarity(z2, t1).mean())
+    assert torch.allclose(stats["pos_sim"], expect)
+
+
+@pytest.mark.parametrize("name", ["unigrad", "simclr", "barlow_twins", "directpred"])
+def test_methods_compute_in_fp32_under_autocast(name: str) -> None:
+    """The rules run outside autocast (fp32): bf16 autocast around the call changes nothing."""
+    g = torch.Generator().manual_seed(6)
+    z1, z2, t1, t2 = (torch.randn(16, 8, generator=g) for _ in range(4))
+    exact = build_method(name, 8, form="grad").double()(Views(*(x.double() for x in (z1, z2, t1, t2))), 0)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp = build_method(name, 8, form="grad")(Views(z1, z2, t1, t2), 0)[0]
+    assert amp.dtype == torch.float32 and torch.allclose(amp.double(), exact, rtol=1e-5, atol=1e-6)
+
+
+def test_nt_xent_excludes_the_anchor_at_a_rank_offset() -> None:
+    """On rank r the anchor's own column sits at ``offset + i`` of this view's block."""
+    from transfer.methods import Bank as B
+
+    g = torch.Generator().manual_seed(7)
+    a1, a2 = (F.normalize(torch.randn(8, 6, generator=g, dtype=torch.float64), dim=1) for _ in range(2))
+    m = build_method("simclr", 6).double()
+    whole = m.nt_xent(a1, a2, B(a1, a2, a1, 0))
+    halves = 0.5 * (m.nt_xent(a1[:4], a2[:4], B(a1, a2, a1, 0)) + m.nt_xent(a1[4:], a2[4:], B(a1, a2, a1, 4)))
+    assert torch.allclose(whole, halves, rtol=1e-12)
