@@ -161,7 +161,7 @@ def _discard(path: Path, staging: Path) -> Path:
 def _probe(run_dir: Path, data: str, device: str, log: Callable[[str], None]) -> None:
     from probes.run import ProbeConfig, run_all
 
-    cfg = ProbeConfig(device=device, episodes=200, l2_steps=15, lowshot_seeds=1, lowshot_shots=(1, 5),
+    cfg = ProbeConfig(device=device, episodes=200, lowshot_seeds=1, lowshot_shots=(1, 5),
                       embedding_points=500)
     log(f"probing {run_dir} on {data} (k-NN, linear, few-shot) -> {run_dir / 'probes'}")
     rep = run_all(str(run_dir), data, run_dir / "probes", cfg)

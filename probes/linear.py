@@ -55,10 +55,21 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
     ``x`` (N, D) float, ``y`` (N,) int64. ``init`` = (W (C, D), b (C,)) warm start. Stops when
     the largest gradient entry is below ``tol`` (scikit-learn's lbfgs default is 1e-4 on the same
     mean-loss scale) or after ``max_iter`` iterations. Returns (W, b).
+
+    Without ``init`` the fit starts from ``W = 0`` and ``b`` = the log class priors, the exact
+    minimiser as ``l2 -> inf``. Starting from ``b = 0`` instead, at strong L2 the penalty's curvature
+    (``l2``) dwarfs the bias's (~0.1) and L-BFGS stops with the bias unconverged: predictions then
+    follow ``W x`` (~ class means / l2) where the true optimum predicts the majority class, and
+    the strong end of the validation curve is set by solver noise, not by the features.
     """
     d = x.shape[1]
     W = (init[0].clone() if init is not None else torch.zeros(num_classes, d, dtype=x.dtype, device=x.device))
-    b = (init[1].clone() if init is not None else torch.zeros(num_classes, dtype=x.dtype, device=x.device))
+    if init is not None:
+        b = init[1].clone()
+    else:
+        counts = torch.bincount(y, minlength=num_classes).to(x.dtype)
+        b = torch.log(counts.clamp(min=0.5) / counts.sum())  # absent classes: a finite, very low prior
+        b = b - b.mean()
     W.requires_grad_(True)
     b.requires_grad_(True)
     opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=tol,
@@ -98,20 +109,72 @@ def _acc(scores: torch.Tensor, y: torch.Tensor) -> float:
     return float((scores.argmax(1) == y).double().mean() * 100) if y.numel() else float("nan")
 
 
+#: the sanity check's margin: a linear probe this many points below a simpler classifier on the
+#: same features (nearest class mean, or the k-NN probe) is reported as a warning
+SANITY_POINTS = 3.0
+
+
+def nearest_class_mean_top1(xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor,
+                            num_classes: int) -> float:
+    """Top-1 (%) of the nearest-class-mean classifier (Euclidean, on the probe's standardised
+    features): the floor a tuned linear classifier should not fall below by much."""
+    means = torch.zeros(num_classes, xtr.shape[1], dtype=xtr.dtype, device=xtr.device)
+    means.index_add_(0, ytr, xtr)
+    counts = torch.bincount(ytr, minlength=num_classes).clamp(min=1).to(xtr.dtype)
+    means = means / counts[:, None]
+    present = torch.bincount(ytr, minlength=num_classes) > 0
+    d = torch.cdist(xte, means)
+    d[:, ~present] = float("inf")
+    return float((d.argmin(1) == yte).double().mean() * 100)
+
+
+def sweep_should_stop(val_accs: Sequence[float], patience: Optional[int]) -> bool:
+    """Early stop of a strongest-first L2 sweep, only past a real peak.
+
+    True when the accuracy has risen strictly above its first (strongest-L2) value, and the last
+    ``patience`` values all lie strictly below the best so far. A flat curve, or one that only
+    falls, runs to the end of the grid. ``patience=None`` never stops.
+    """
+    if patience is None or len(val_accs) <= patience:
+        return False
+    best = max(val_accs)
+    if not best > val_accs[0]:
+        return False  # never rose: still on the strong-end plateau (or a monotone curve)
+    i_best = max(i for i, a in enumerate(val_accs) if a == best)
+    tail = val_accs[-patience:]
+    return len(val_accs) - 1 - i_best >= patience and all(a < best for a in tail)
+
+
+def choose_l2(val_accs: Sequence[float]) -> int:
+    """Index of the chosen L2 on a strongest-first validation curve: the best accuracy; among tied
+    best values, the middle of the first tied run (the centre of a plateau top, a local maximum),
+    never the first point of a flat stretch that the curve later rises above."""
+    best = max(val_accs)
+    i = val_accs.index(best)
+    j = i
+    while j + 1 < len(val_accs) and val_accs[j + 1] == best:
+        j += 1
+    return (i + j) // 2
+
+
 def linear_probe(train_feats: ArrayLike, train_labels: ArrayLike, test_feats: ArrayLike,
                  test_labels: ArrayLike, l2_values: Optional[Sequence[float]] = None,
                  val_frac: float = 0.2, seed: int = 0, standardize: bool = True,
                  num_classes: Optional[int] = None, device: str = "cpu",
-                 dtype: torch.dtype = torch.float32, max_iter: int = 500, patience: Optional[int] = 3) -> Dict:
+                 dtype: torch.dtype = torch.float32, max_iter: int = 500, patience: Optional[int] = 4) -> Dict:
     """Fast linear probe; returns a dict of numbers and hyperparameters (accuracies in %).
 
     Keys: ``top1``, ``top5``, ``per_class``, ``best_l2``, ``best_C`` (scikit-learn equivalent on
     train+val), ``sweep`` (list of {l2, val_top1}), ``val_top1``, ``n_train``, ``n_val``,
     ``n_test``, ``predictions`` (numpy, not for JSON), ``warnings``, ``protocol``.
 
-    ``patience``: the sweep runs from the strongest L2 to the weakest and stops once validation
-    accuracy has not improved for ``patience`` consecutive values (the weak end, where L-BFGS needs
-    the most iterations, is skipped once past the optimum); ``None`` runs the whole sweep.
+    ``patience``: the sweep runs from the strongest L2 to the weakest (warm starts) and may stop
+    early only once it is past a real peak (:func:`sweep_should_stop`): validation accuracy must
+    have risen above its value at the strongest L2 and then stayed strictly below that best for
+    ``patience`` consecutive values. A flat stretch -- the strong end, where the weights are ~ class
+    means / L2 and the argmax (hence the accuracy) does not move -- never stops it. ``None`` runs the
+    whole grid. The chosen L2 is :func:`choose_l2`'s: the best validation accuracy, a local maximum
+    of the curve. ``sweep_end`` in the result says why the sweep ended.
     """
     xtr = as_tensor(train_feats, torch.float32)
     xte = as_tensor(test_feats, torch.float32)
@@ -133,34 +196,40 @@ def linear_probe(train_feats: ArrayLike, train_labels: ArrayLike, test_feats: Ar
         xa, ya = xtr[tr_idx.to(dev)], ytr_d[tr_idx.to(dev)]
         xv, yv = xtr[va_idx.to(dev)], ytr_d[va_idx.to(dev)]
         init = None
-        best = (-1.0, l2_values[0], None)
-        since_best = 0
+        fits: List[Tuple[torch.Tensor, torch.Tensor]] = []
+        sweep_end = f"ran the whole grid ({len(l2_values)} values)"
         for l2 in l2_values:
             init = fit_logreg(xa, ya, C, l2, init=init, max_iter=max_iter)
+            fits.append(init)
             acc = _acc(predict_scores(xv, *init), yv)
             sweep.append({"l2": l2, "C": l2_to_C(l2, int(tr_idx.numel())), "val_top1": acc})
-            if acc > best[0]:  # strict: ties keep the stronger regularisation
-                best = (acc, l2, init)
-                since_best = 0
-            else:
-                since_best += 1
-                if patience is not None and since_best >= patience:
-                    break
+            if len(sweep) < len(l2_values) and sweep_should_stop([p["val_top1"] for p in sweep], patience):
+                sweep_end = (f"stopped past the peak: validation top-1 rose to {max(p['val_top1'] for p in sweep):.2f} % "
+                             f"then stayed below it for {patience} values ({len(sweep)} of {len(l2_values)} values run)")
+                break
+        i_best = choose_l2([p["val_top1"] for p in sweep])
+        best = (sweep[i_best]["val_top1"], sweep[i_best]["l2"], fits[i_best])
         best_l2, val_top1, init = best[1], best[0], best[2]
     else:
         if len(l2_values) > 1:
             warnings.append("train split too small for a validation split: used the weakest L2 of the sweep")
         best_l2, val_top1, init = l2_values[-1], float("nan"), None
+        sweep_end = "no sweep: a single L2 value or no validation split"
     W, b = fit_logreg(xtr, ytr_d, C, best_l2, init=init, max_iter=max_iter)
     scores = predict_scores(xte, W, b).cpu().double()
     top = torch.sort(-scores, dim=1, stable=True).indices[:, :min(5, C)]
     pred = top[:, 0]
+    top1 = float((pred == yte).double().mean() * 100)
+    ncm = nearest_class_mean_top1(xtr, ytr_d, xte, yte.to(dev), C)
+    if top1 < ncm - SANITY_POINTS:
+        warnings.append(f"linear top-1 {top1:.2f} % is {ncm - top1:.2f} points below the nearest-class-mean "
+                        f"classifier ({ncm:.2f} %) on the same features: the L2 sweep or the fit is suspect")
     return {
         "protocol": PROTOCOL, "standardize": standardize, "val_frac": val_frac, "seed": seed,
         "l2_values": l2_values, "sweep": sweep, "best_l2": best_l2, "patience": patience,
         "sweep_stopped_early": len(sweep) < len(l2_values) and len(l2_values) > 1,
         "best_C": l2_to_C(best_l2, int(xtr.shape[0])), "val_top1": val_top1,
-        "top1": float((pred == yte).double().mean() * 100),
+        "top1": top1, "ncm_top1": ncm, "sweep_end": sweep_end,
         "top5": float((top == yte[:, None]).any(1).double().mean() * 100),
         "per_class": per_class_accuracy(pred, yte, C), "num_classes": C,
         "n_train": int(tr_idx.numel()), "n_val": int(va_idx.numel()), "n_test": int(yte.numel()),

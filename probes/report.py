@@ -77,6 +77,12 @@ def linear_section(r: Dict[str, Any]) -> Section:
              f"Chosen L2 = {r['best_l2']:.3g} (scikit-learn C = {r['best_C']:.3g} on train+val; "
              f"C = 1 / (L2 x n)), validation top-1 {_f(r['val_top1'])} %; "
              f"{r['n_train']} train / {r['n_val']} val / {r['n_test']} test."]
+    if r.get("sweep"):
+        lines.append(f"L2 sweep: {len(r['sweep'])} of {len(r.get('l2_values') or r['sweep'])} values run "
+                     f"({r['sweep'][0]['l2']:.3g} down to {r['sweep'][-1]['l2']:.3g}); {r.get('sweep_end', '')}. "
+                     "Validation top-1 by L2: " + ", ".join(f"{p['l2']:.2g}: {p['val_top1']:.2f}" for p in r["sweep"]) + ".")
+    if r.get("ncm_top1") is not None:
+        lines.append(f"Nearest-class-mean classifier on the same features: {_f(r['ncm_top1'])} % (sanity floor).")
     s = Section("Linear (fast protocol, cached features)", lines, ["top-1 %", "top-5 %"],
                 [[_f(r["top1"]), _f(r["top5"])]])
     if r.get("sweep"):

@@ -15,7 +15,7 @@ from transfer.errors import UserError
 from .features import cached_features, make_transform
 from .fewshot import fewshot_eval, lowshot_curve
 from .knn import weighted_knn
-from .linear import default_sweep, linear_probe
+from .linear import SANITY_POINTS, default_sweep, linear_probe
 from .plots import pca_2d
 from .report import write_reports
 from .source import FeatureSource, load_source
@@ -173,12 +173,26 @@ def run_probes(names: Sequence[str], ckpt: str, data: str, out_dir: Optional[Pat
         report["probes"][n] = res
         report["timings_s"][n] = round(time.time() - t, 3)
         report["warnings"] += [f"{n}: {w}" for w in res.get("warnings", [])]
+    report["warnings"] += sanity_warnings(report["probes"])
     xy, idx = pca_2d(xte, cfg.embedding_points, cfg.seed)
     report["embedding"] = {"xy": xy, "labels": yte[torch.as_tensor(idx)].numpy()}
     report["summary"] = summarize(report)
     if out_dir is not None:
         report["paths"] = {k: str(v) for k, v in write_reports(Path(out_dir), stem or "_".join(names), report).items()}
     return report
+
+
+def sanity_warnings(probes: Dict[str, Any]) -> List[str]:
+    """Cross-probe sanity line: a linear probe well below the k-NN probe on the same features
+    points at a bad L2 choice or fit (the linear classifier should match or beat k-NN there)."""
+    lin, knn = probes.get("linear"), probes.get("knn")
+    if not lin or not knn or "top1" not in lin:
+        return []
+    k_best, k = knn["best_top1"], knn["best_k"]
+    if lin["top1"] < k_best - SANITY_POINTS:
+        return [f"sanity: linear top-1 {lin['top1']:.2f} % is {k_best - lin['top1']:.2f} points below the k-NN probe "
+                f"({k_best:.2f} % at k={k}) on the same features; check the L2 sweep (chosen L2 {lin.get('best_l2', float('nan')):.3g})"]
+    return []
 
 
 def summarize(report: Dict[str, Any]) -> Dict[str, Any]:

@@ -121,7 +121,7 @@ def load_source(spec: str) -> FeatureSource:
         except ImportError:
             bb, meta = _load_own(path)  # gives the clear "not a valid safetensors" error
         else:
-            bb, meta = load_any_backbone(path, momentum=False)
+            bb, meta = load_any_backbone(path, momentum=None)  # each method's own evaluation branch (DINO: teacher)
     meta = {k: (json.loads(v) if isinstance(v, str) and v[:1] in "[{" else v) for k, v in dict(meta).items()}
     ident = meta.get("weights_sha256") or state_sha256(bb.state_dict())
     return FeatureSource("backbone", spec, str(ident), bb, meta)

@@ -79,8 +79,8 @@ class Demo:
         from probes.run import ProbeConfig, run_all
 
         cfg = load_config(self.recipe, self.overrides)
-        pc = ProbeConfig(size=int(cfg["data"]["size"]), l2_steps=5 if not self.quick else 3, l2_min=1e-5, l2_max=1e-1,
-                         episodes=600 if not self.quick else 100)
+        # the linear probe's default sweep, as `transfer probe all` runs it (the README's command)
+        pc = ProbeConfig(size=int(cfg["data"]["size"]), episodes=600 if not self.quick else 100)
         res: Dict[str, Any] = {}
         for label, spec in (("ssl", str(self.run_dir)), ("random_init", self._random_spec()), ("raw_pixels", "pixels")):
             rep = run_all(spec, "fashion_mnist", self.run_dir / "probes" / label if label == "ssl" else self.out / "probes" / label, pc)
