@@ -25,16 +25,74 @@ from transfer.errors import UserError
 from . import register_engine
 
 
+def _where(e: BaseException) -> str:
+    """The innermost detectron2 frame of a traceback: the module that needed what is missing."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if "detectron2" in f.filename.replace("\\", "/")]
+    if not frames:
+        return ""
+    f = frames[-1]
+    fn = f.filename.replace("\\", "/")
+    return f" (in {fn[fn.rindex('detectron2/'):] if 'detectron2/' in fn else fn}:{f.lineno})"
+
+
+def _missing(e: BaseException, step: str) -> str:
+    """One sentence naming exactly what is missing for ``step``."""
+    where = _where(e)
+    name = getattr(e, "name", None)
+    msg = str(e).splitlines()[0][:160] if str(e) else ""
+    if isinstance(e, ImportError) and (name == "detectron2._C" or "_C" in msg and "detectron2" in msg):
+        return (f"{step} needs detectron2's compiled ops (detectron2._C){where}, which this install lacks: "
+                f"build detectron2 from source per its INSTALL.md (scripts/install_detectron2.sh)")
+    if isinstance(e, ModuleNotFoundError) and name:
+        return f"{step} needs the Python module {name!r}{where}, which is not installed (pip install {name.split('.')[0]})"
+    return f"{step} failed{where}: {type(e).__name__}: {msg}"
+
+
+_AVAILABLE = None
+
+
 def available():
+    """What the engine needs, checked by doing it: import detectron2's training and modelling path
+    and build (and run once, on CPU) the Mask R-CNN R-FPN model the engine configures. A build
+    without ``detectron2._C`` passes when nothing on that path needs it (current detectron2 runs
+    R-CNN with torchvision's ops); otherwise the reason names the missing piece and who needs it."""
+    global _AVAILABLE
+    if _AVAILABLE is None:
+        _AVAILABLE = _check_available()
+    return _AVAILABLE
+
+
+def _check_available():
     try:
-        import detectron2  # noqa: F401
+        import detectron2
     except ImportError as e:
         return False, f"detectron2 not importable ({e}); see scripts/install_detectron2.sh"
+    ver = f"detectron2 {getattr(detectron2, '__version__', '?')}"
     try:
-        from detectron2 import _C  # noqa: F401
-        from detectron2.engine import DefaultTrainer  # noqa: F401
-    except Exception as e:  # e.g. a build without its compiled ops, or a Pillow/numpy mismatch
-        return False, f"detectron2 is installed but does not import ({type(e).__name__}: {str(e)[:120]})"
+        from detectron2.checkpoint import DetectionCheckpointer  # noqa: F401
+        from detectron2.config import get_cfg  # noqa: F401
+        from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: F401
+        from detectron2.engine import DefaultTrainer, launch  # noqa: F401
+        from detectron2.modeling import build_model  # noqa: F401
+    except Exception as e:  # a missing module, compiled op or attribute (e.g. Pillow's removed Image.LINEAR)
+        return False, f"{ver} is installed but " + _missing(e, "importing its training and modelling path")
+    try:
+        import torch
+
+        register_extra_norm_heads()
+        cfgd = build_config({"max_iter": 1, "min_size_test": 64, "max_size": 64, "fpn_channels": 16,
+                             "box_head_dim": 16, "mask_head_dim": 8, "mask_on": True, "norm": "BN", "fpn_norm": "BN",
+                             "rpn_post_nms_topk_test": 16, "detections_per_image": 4},
+                            weights="", arch={"depth": 18, "width": 1.0}, num_classes=2, train_names=[],
+                            test_names=[], out_dir=".", pixel_mean=[0.5] * 3, pixel_std=[0.25] * 3, device="cpu")
+        model = build_model(to_cfgnode(cfgd))
+        model.eval()
+        with torch.no_grad():
+            model([{"image": torch.zeros(3, 64, 64), "height": 64, "width": 64}])
+    except Exception as e:
+        return False, f"{ver} imports, but " + _missing(e, "building and running Mask R-CNN R18-FPN on CPU")
     return True, ""
 
 
