@@ -246,3 +246,12 @@ def test_nt_xent_excludes_the_anchor_at_a_rank_offset() -> None:
     whole = m.nt_xent(a1, a2, B(a1, a2, a1, 0))
     halves = 0.5 * (m.nt_xent(a1[:4], a2[:4], B(a1, a2, a1, 0)) + m.nt_xent(a1[4:], a2[4:], B(a1, a2, a1, 4)))
     assert torch.allclose(whole, halves, rtol=1e-12)
+
+
+def test_vicreg_ctr_rule_on_a_rank_slice_equals_the_global_rows() -> None:
+    """Rank r's rows (offset r*n of the gathered bank) get the same rule as in one process."""
+    g = torch.Generator().manual_seed(8)
+    u, pos = (F.normalize(torch.randn(10, 6, generator=g, dtype=torch.float64), dim=1) for _ in range(2))
+    full = rules.sample_exp_grad(u, pos, pos, 0, 1.0, 0.1)
+    part = rules.sample_exp_grad(u[5:], pos[5:], pos, 5, 1.0, 0.1)
+    assert torch.allclose(part, full[5:], rtol=1e-12)
