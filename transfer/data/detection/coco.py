@@ -21,6 +21,71 @@ from transfer.errors import UserError
 from .records import DetImage, DetSplit, clean_box
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _check_segmentation(seg, where: str) -> None:
+    """Polygons ``[[x1, y1, x2, y2, ...], ...]`` (>= 3 points each) or RLE ``{"counts", "size": [h, w]}``."""
+    if seg is None or seg == []:
+        return
+    if isinstance(seg, list):
+        for j, poly in enumerate(seg):
+            if (not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
+                    or not all(_is_num(v) for v in poly)):
+                raise UserError(f"{where}: segmentation polygon {j} is not a list of >= 3 (x, y) number pairs")
+        return
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
+            raise UserError(f"{where}: segmentation RLE 'size' is {size!r}, expected [height, width]")
+        if isinstance(counts, list):
+            if not all(_is_int(v) and v >= 0 for v in counts) or sum(counts) != size[0] * size[1]:
+                raise UserError(f"{where}: segmentation RLE 'counts' is not a list of run lengths summing to height*width")
+        elif not isinstance(counts, str):
+            raise UserError(f"{where}: segmentation RLE 'counts' is {type(counts).__name__}, expected a string or a list")
+        return
+    raise UserError(f"{where}: segmentation is {type(seg).__name__}, expected polygons (a list) or RLE (an object)")
+
+
+def _check_coco(d: dict, json_path: Path) -> None:
+    """The structure and types the reader relies on; every fault names the file, record and key."""
+    for k in ("images", "annotations", "categories"):
+        if not isinstance(d[k], list):
+            raise UserError(f"{json_path}: '{k}' is {type(d[k]).__name__ if d[k] is not None else 'null'}, expected a list")
+    for i, c in enumerate(d["categories"]):
+        if not isinstance(c, dict) or not _is_int(c.get("id")):
+            raise UserError(f"{json_path}: categories[{i}] has {'id ' + repr(c.get('id')) if isinstance(c, dict) and 'id' in c else 'no id'}"
+                            f"; expected an integer 'id'")
+    for i, im in enumerate(d["images"]):
+        if not isinstance(im, dict):
+            raise UserError(f"{json_path}: images[{i}] is {type(im).__name__}, expected an object")
+        if not _is_int(im.get("id")):
+            raise UserError(f"{json_path}: images[{i}] has {'id ' + repr(im['id']) if 'id' in im else 'no id'}; expected an integer 'id'")
+        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            raise UserError(f"{json_path}: image id {im['id']} has {'file_name ' + repr(im['file_name']) if 'file_name' in im else 'no file_name'}; "
+                            "expected a string")
+        for k in ("width", "height"):
+            if k in im and not _is_num(im[k]):
+                raise UserError(f"{json_path}: image id {im['id']} has {k} {im[k]!r}; expected a number")
+    for i, a in enumerate(d["annotations"]):
+        if not isinstance(a, dict):
+            raise UserError(f"{json_path}: annotations[{i}] is {type(a).__name__}, expected an object")
+        where = f"{json_path}: annotation id {a.get('id', f'#{i}')}"
+        for k in ("image_id", "category_id"):
+            if not _is_int(a.get(k)):
+                raise UserError(f"{where} has {k} {a.get(k)!r}; expected an integer")
+        if "area" in a and not _is_num(a["area"]):
+            raise UserError(f"{where} has area {a['area']!r}; expected a number")
+        if "iscrowd" in a and a["iscrowd"] not in (0, 1):
+            raise UserError(f"{where} has iscrowd {a['iscrowd']!r}; expected 0 or 1")
+        _check_segmentation(a.get("segmentation"), where)
+
+
 def read_coco(json_path, image_root, name: Optional[str] = None, check_files: bool = True) -> DetSplit:
     json_path, image_root = Path(json_path), Path(image_root)
     if not json_path.is_file():
@@ -31,6 +96,7 @@ def read_coco(json_path, image_root, name: Optional[str] = None, check_files: bo
         raise UserError(f"{json_path}: not valid JSON ({e})") from None
     if not isinstance(d, dict) or not all(k in d for k in ("images", "annotations", "categories")):
         raise UserError(f"{json_path}: not a COCO instances file (needs keys 'images', 'annotations', 'categories')")
+    _check_coco(d, json_path)
     cats = sorted(d["categories"], key=lambda c: c["id"])
     if not cats:
         raise UserError(f"{json_path}: 'categories' is empty")

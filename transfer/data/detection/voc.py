@@ -32,9 +32,16 @@ def parse_voc_xml(xml_path: Path) -> Tuple[dict, List[dict]]:
     except (ET.ParseError, OSError) as e:
         raise UserError(f"{xml_path}: cannot parse VOC annotation ({e})") from None
     size = root.find("size")
-    info = {"filename": root.findtext("filename", ""),
-            "width": int(float(size.findtext("width", "0"))) if size is not None else 0,
-            "height": int(float(size.findtext("height", "0"))) if size is not None else 0}
+    info = {"filename": root.findtext("filename", "")}
+    for k in ("width", "height"):
+        raw = (size.findtext(k) or "0").strip() if size is not None else "0"
+        try:
+            v = float(raw)
+        except ValueError:
+            v = float("nan")
+        if not np.isfinite(v) or v != int(v):
+            raise UserError(f"{xml_path}: <size><{k}> is {raw!r}, not a whole number of pixels")
+        info[k] = int(v)
     objs = []
     for i, o in enumerate(root.findall("object")):
         bb = o.find("bndbox")
@@ -62,8 +69,12 @@ def voc_records(xml_files: Sequence[Path], image_files: Sequence[Path], classes:
         if w <= 0 or h <= 0:
             from PIL import Image
 
-            with Image.open(img) as im:
-                w, h = im.size
+            try:
+                with Image.open(img) as im:
+                    w, h = im.size
+            except (OSError, ValueError, Image.DecompressionBombError) as e:  # not an image, truncated, bomb
+                raise UserError(f"{xml}: no <size> in the annotation and {img} cannot be read as an image "
+                                f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})") from None
         boxes, labels, crowd = [], [], []
         for o in objs:
             if o["name"] not in cls_index:
