@@ -1,7 +1,8 @@
 """The ``transfer`` command line. Each stage registers its subcommands from its own module.
 
 A module in ``COMMAND_MODULES`` exposes ``register(subparsers)``; each subparser sets
-``func(args) -> int``. A :class:`~transfer.errors.UserError` becomes one line on stderr, exit 2.
+``func(args) -> int``. A :class:`~transfer.errors.UserError`, or an ``OSError`` (read-only folder, full
+disk), becomes one line on stderr, exit 2.
 """
 from __future__ import annotations
 
@@ -55,6 +56,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"transfer {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # read-only output folder, full disk, permission denied: one line naming the path
+        what = e.strerror or type(e).__name__
+        path = f": {e.filename}" if e.filename else ""
+        print(f"transfer {args.command}: error: {what}{path}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ def nonfinite_tensors(state: Any, prefix: str = "") -> list:
 def setup_distributed(device: Optional[str] = None) -> torch.device:
     """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: nccl on GPU, gloo on CPU."""
     use_cuda = torch.cuda.is_available() if device in (None, "auto") else device.startswith("cuda")
+    if use_cuda and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine (use --device cpu or auto)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not tdist.is_dist():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     if use_cuda:
