@@ -143,8 +143,10 @@ def cached_features(source: FeatureSource, dataset, split: str, transform: Dict[
         try:
             with safe_open(str(path), framework="pt") as f:
                 if (f.metadata() or {}).get("key") == blob:
-                    info["cache"] = "hit"
-                    return f.get_tensor("features"), f.get_tensor("labels"), info
+                    feats = f.get_tensor("features")
+                    if bool(torch.isfinite(feats).all()):  # a NaN entry (older versions cached them): redo
+                        info["cache"] = "hit"
+                        return feats, f.get_tensor("labels"), info
         except Exception:
             pass  # unreadable entry: re-extract below
     feats, labels = extract_features(source.backbone, dataset, transform["resize"], transform["mean"],
@@ -152,6 +154,7 @@ def cached_features(source: FeatureSource, dataset, split: str, transform: Dict[
                                      num_workers=num_workers)
     if use_cache:
         info["cache"] = "miss"
+    if use_cache and bool(torch.isfinite(feats).all()):  # NaN features fail their probe: never cache them
         atomic_write(path, lambda tmp: save_file({"features": feats.contiguous(), "labels": labels.contiguous()},
                                                  tmp, metadata={"key": blob}))
     return feats, labels, info
