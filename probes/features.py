@@ -22,7 +22,7 @@ from transfer.errors import UserError
 
 from .source import FeatureSource
 
-TRANSFORM_VERSION = "eval_transform/1"
+TRANSFORM_VERSION = "eval_transform/2"  # /2: ImageNet-sized images resize 256 + centre crop 224
 
 
 def default_cache_dir() -> Path:
