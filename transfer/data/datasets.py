@@ -221,7 +221,7 @@ class ImageFolderDataset(ImageDataset):
                 l, t = (w - self.load_size) // 2, (h - self.load_size) // 2
                 im = im.crop((l, t, l + self.load_size, t + self.load_size))
                 arr = np.asarray(im, dtype=np.uint8)
-        except OSError as e:
+        except (OSError, ValueError, Image.DecompressionBombError) as e:  # bomb: Pillow's pixel limit
             raise UserError(f"cannot decode image {self.files[i]}: {e}") from None
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous(), int(self.labels[i])
 
