@@ -1,4 +1,4 @@
-"""Weighted k-NN probe (DINO's protocol) on FAISS exact inner-product search.
+"""Weighted k-NN probe (DINO's protocol) on an exact inner-product search (FAISS or torch).
 
 Protocol, after facebookresearch/dino ``eval_knn.py`` (``knn_classifier``) and the same vote in
 lightly ``lightly/utils/benchmarking/knn.py`` / solo-learn ``solo/utils/knn.py``: features are
@@ -7,7 +7,9 @@ L2-normalised, the k most cosine-similar train images vote for their class with 
 the true class is among the 5 highest-scoring classes *and* has a non-zero score.
 
 Differences from DINO's code, stated:
-- one FAISS search for ``max(k)`` neighbours serves every k (DINO searches once per k);
+- one search for ``max(k)`` neighbours serves every k (DINO searches once per k);
+- the search backend is the faster exact one for the machine (:func:`select_backend`: FAISS on GPU;
+  on CPU faiss-cpu flat IP or torch matmul+topk, by a calibration or by what faiss's BLAS reports);
 - chunks are a fixed number of queries (DINO's ``num_test // 100`` is 0 below 100 test images);
 - k larger than the bank is clamped to the bank size and reported (DINO's ``topk`` raises);
 - weights are ``exp((sim - sim_max) / T)`` per query: the same ranking, no float overflow at small T;
@@ -15,6 +17,8 @@ Differences from DINO's code, stated:
 """
 from __future__ import annotations
 
+import os
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -34,46 +38,163 @@ def _faiss():
         return None
 
 
+# ----------------------------------------------------------------------------- backend choice
+ENV_BACKEND = "TRANSFER_KNN_BACKEND"
+BACKENDS = ("auto", "faiss", "torch")
+# OpenBLAS core types without a vector GEMM kernel of their own: the flat-IP search then runs
+# several times slower than torch's BLAS on the same CPU (issue 17 section 5).
+GENERIC_BLAS_CORES = ("prescott", "generic", "core2", "atom", "katmai", "coppermine", "northwood",
+                      "penryn", "dunnington", "banias", "opteron", "athlon", "barcelona", "nano")
+# below this many multiply-adds (bank x queries x dim) the search takes milliseconds either way
+# and calibrating would cost more than it can save: torch (no index copy) runs without timing
+CALIBRATE_MIN_WORK = 2e8
+CALIBRATE_BANK, CALIBRATE_QUERIES, CALIBRATE_REPS = 8192, 256, 2
+TORCH_BLOCK = 1 << 25  # floats in one (queries x bank shard) similarity block on the torch path: 128 MB
+_CALIBRATION: Dict[Tuple, Tuple[str, str]] = {}  # (dim, torch threads, faiss threads) -> (backend, reason)
+
+
+def faiss_blas_core(faiss=None) -> Optional[str]:
+    """The core type faiss-cpu's BLAS reports through threadpoolctl (e.g. ``SkylakeX``, ``Prescott``),
+    or ``None`` where threadpoolctl is missing or the faiss library's BLAS is not found."""
+    faiss = faiss or _faiss()
+    if faiss is None:
+        return None
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    for lib in threadpool_info():
+        path = str(lib.get("filepath", "")).lower()
+        if lib.get("user_api") == "blas" and "faiss" in path and lib.get("architecture"):
+            return str(lib["architecture"])
+    return None
+
+
+def _seconds(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def calibrate(bank: torch.Tensor, queries: torch.Tensor, k: int) -> Dict[str, float]:
+    """Seconds of one flat-IP search with each CPU backend on a slice of the real bank and queries
+    (at most ``CALIBRATE_BANK`` x ``CALIBRATE_QUERIES``), interleaved, best of ``CALIBRATE_REPS``."""
+    faiss = _faiss()
+    xb = bank[:CALIBRATE_BANK].float().cpu()
+    xq = queries[:CALIBRATE_QUERIES].float().cpu()
+    kk = min(k, xb.shape[0])
+    index = faiss.IndexFlatIP(xb.shape[1])
+    index.add(np.ascontiguousarray(xb.numpy()))
+    xq_np = np.ascontiguousarray(xq.numpy())
+    t = {"faiss-cpu": float("inf"), "torch": float("inf")}
+    for _ in range(CALIBRATE_REPS):  # interleaved: both see the same machine state
+        t["faiss-cpu"] = min(t["faiss-cpu"], _seconds(lambda: index.search(xq_np, kk)))
+        t["torch"] = min(t["torch"], _seconds(lambda: (xq @ xb.T).topk(kk, dim=1)))
+    return t
+
+
+def select_backend(bank: torch.Tensor, queries: torch.Tensor, k: int, device: str = "cpu",
+                   backend: Optional[str] = None) -> Tuple[str, str]:
+    """The exact search backend for this problem and machine, and why: ``(name, reason)``.
+
+    Order: a forced choice (``backend`` argument, else the ``TRANSFER_KNN_BACKEND`` environment
+    variable: ``auto``/``faiss``/``torch``); on ``cuda`` a FAISS GPU index (faiss-gpu), else torch on
+    the GPU; on CPU torch where faiss is missing, the problem is tiny, or faiss's BLAS reports a
+    generic kernel (:data:`GENERIC_BLAS_CORES`); otherwise whichever of faiss-cpu flat IP and torch
+    matmul+topk a quick calibration (:func:`calibrate`) finds faster, cached per process for the
+    feature dimension and thread counts. Every backend returns the same neighbours (ties aside).
+    """
+    from transfer.errors import UserError
+
+    src = "backend argument"
+    if backend is None:
+        backend, src = os.environ.get(ENV_BACKEND, "") or "auto", f"{ENV_BACKEND}"
+    backend = str(backend).strip().lower()
+    if backend not in BACKENDS:
+        raise UserError(f"k-NN: unknown backend {backend!r} ({src}); choose one of {', '.join(BACKENDS)}")
+    faiss = _faiss()
+    cuda = device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        cuda = False
+    faiss_gpu = faiss is not None and cuda and hasattr(faiss, "StandardGpuResources")
+    if backend == "faiss":
+        if faiss is None:
+            raise UserError(f"k-NN: backend 'faiss' requested ({src}) but faiss is not installed "
+                            f"(pip install faiss-cpu)")
+        return ("faiss-gpu" if faiss_gpu else "faiss-cpu"), f"forced by {src}"
+    if backend == "torch":
+        return ("torch-cuda" if cuda else "torch"), f"forced by {src}"
+    if cuda:
+        if faiss_gpu:
+            return "faiss-gpu", "CUDA device with faiss-gpu"
+        return "torch-cuda", "CUDA device without faiss-gpu: torch matmul+topk on the GPU"
+    if faiss is None:
+        return "torch", "faiss is not installed"
+    n, q, d = bank.shape[0], queries.shape[0], bank.shape[1]
+    if float(n) * q * d < CALIBRATE_MIN_WORK:
+        return "torch", f"small problem ({n} x {q} x {d} < {CALIBRATE_MIN_WORK:.0e} multiply-adds): no calibration"
+    core = faiss_blas_core(faiss)
+    if core is not None and core.lower() in GENERIC_BLAS_CORES:
+        return "torch", f"faiss's bundled OpenBLAS runs the generic '{core}' kernel on this CPU (threadpoolctl)"
+    key = (d, torch.get_num_threads(), int(faiss.omp_get_max_threads()) if hasattr(faiss, "omp_get_max_threads") else 0)
+    if key in _CALIBRATION:
+        name, why = _CALIBRATION[key]
+        return name, why + " (cached for this process)"
+    t = calibrate(bank, queries, k)
+    name = min(t, key=lambda b: (t[b], b != "faiss-cpu"))
+    other = "torch" if name == "faiss-cpu" else "faiss-cpu"
+    why = (f"calibrated on {min(n, CALIBRATE_BANK)} x {min(q, CALIBRATE_QUERIES)}: {name} "
+           f"{t[name] * 1e3:.1f} ms vs {other} {t[other] * 1e3:.1f} ms")
+    _CALIBRATION[key] = (name, why)
+    return name, why
+
+
 def knn_search(bank: torch.Tensor, queries: torch.Tensor, k: int, *, device: str = "cpu",
-               query_chunk: int = 8192, bank_shard: int = 1_000_000) -> Tuple[torch.Tensor, torch.Tensor, str]:
+               query_chunk: int = 8192, bank_shard: int = 1_000_000,
+               backend: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor, str]:
     """Exact top-k inner products of ``queries`` against ``bank`` (both already normalised).
 
-    Returns ``(sims (Q, k) float32, indices (Q, k) int64, backend)``. Queries go in chunks of
-    ``query_chunk`` and the bank in shards of ``bank_shard`` rows whose top-k lists are merged, so
-    peak extra memory is about ``query_chunk * (bank_shard + 2k)`` floats on the torch path and
-    ``query_chunk * 2k`` on the FAISS path. Backend: a FAISS GPU index when faiss-gpu and a CUDA
-    device are present and ``device`` is ``cuda``; FAISS CPU otherwise; torch matmul+topk without FAISS.
+    Returns ``(sims (Q, k) float32, indices (Q, k) int64, backend)``. ``backend`` (argument) is
+    ``auto`` / ``faiss`` / ``torch`` or a name :func:`select_backend` returns (``faiss-gpu``,
+    ``faiss-cpu``, ``torch``, ``torch-cuda``); ``None`` means :func:`select_backend` decides. Queries
+    go in chunks of ``query_chunk`` (on the torch path also at most ``TORCH_BLOCK / bank rows``) and
+    the bank in shards of ``bank_shard`` rows whose top-k lists are merged, so peak extra memory is
+    about ``min(query_chunk * bank_shard, TORCH_BLOCK)`` floats on the torch path and
+    ``query_chunk * 2k`` on the FAISS path (plus the index's copy of the bank).
     """
-    faiss = _faiss()
+    if backend not in ("faiss-gpu", "faiss-cpu", "torch", "torch-cuda"):
+        backend, _ = select_backend(bank, queries, k, device, backend)
     n, q = bank.shape[0], queries.shape[0]
     k = min(k, n)
-    use_gpu = (faiss is not None and device.startswith("cuda") and torch.cuda.is_available()
-               and hasattr(faiss, "StandardGpuResources"))
-    backend = "faiss-gpu" if use_gpu else ("faiss-cpu" if faiss is not None else "torch")
     out_s = torch.empty(q, k, dtype=torch.float32)
     out_i = torch.empty(q, k, dtype=torch.int64)
     shards = [(lo, min(lo + bank_shard, n)) for lo in range(0, n, bank_shard)]
     indexes = []
-    if faiss is not None:
-        res = faiss.StandardGpuResources() if use_gpu else None
+    if backend.startswith("faiss"):
+        faiss = _faiss()
+        res = faiss.StandardGpuResources() if backend == "faiss-gpu" else None
         for lo, hi in shards:
             xb = np.ascontiguousarray(bank[lo:hi].float().cpu().numpy())
-            idx = faiss.GpuIndexFlatIP(res, xb.shape[1]) if use_gpu else faiss.IndexFlatIP(xb.shape[1])
+            idx = faiss.GpuIndexFlatIP(res, xb.shape[1]) if res is not None else faiss.IndexFlatIP(xb.shape[1])
             idx.add(xb)
             indexes.append(idx)
-    for qlo in range(0, q, query_chunk):
-        qhi = min(qlo + query_chunk, q)
+        chunk = query_chunk
+    else:
+        dev = torch.device(device if backend == "torch-cuda" else "cpu")
+        bank, queries = bank.float().to(dev), queries.float().to(dev)
+        chunk = max(1, min(query_chunk, TORCH_BLOCK // max(1, min(bank_shard, n))))
+    for qlo in range(0, q, chunk):
+        qhi = min(qlo + chunk, q)
         best_s: Optional[torch.Tensor] = None
         best_i: Optional[torch.Tensor] = None
         for si, (lo, hi) in enumerate(shards):
             kk = min(k, hi - lo)
-            if faiss is not None:
+            if indexes:
                 xq = np.ascontiguousarray(queries[qlo:qhi].float().cpu().numpy())
                 s_np, i_np = indexes[si].search(xq, kk)
                 s, i = torch.from_numpy(s_np), torch.from_numpy(i_np).long() + lo
             else:
-                sim = queries[qlo:qhi].float() @ bank[lo:hi].float().T
-                s, i = sim.topk(kk, dim=1)
+                s, i = (queries[qlo:qhi] @ bank[lo:hi].T).topk(kk, dim=1)
                 s, i = s.cpu(), i.cpu() + lo
             if best_s is None:
                 best_s, best_i = s, i
@@ -112,7 +233,7 @@ def per_class_accuracy(pred: torch.Tensor, target: torch.Tensor, num_classes: in
 def weighted_knn(train_feats: ArrayLike, train_labels: ArrayLike, test_feats: ArrayLike,
                  test_labels: ArrayLike, ks: Sequence[int] = (10, 20, 100, 200), T: float = 0.07,
                  num_classes: Optional[int] = None, device: str = "cpu",
-                 query_chunk: int = 8192) -> Dict:
+                 query_chunk: int = 8192, backend: Optional[str] = None) -> Dict:
     """DINO's weighted k-NN accuracy for several k from one search.
 
     Args:
@@ -120,12 +241,14 @@ def weighted_knn(train_feats: ArrayLike, train_labels: ArrayLike, test_feats: Ar
         train_labels, test_labels: (N,) integer labels in ``[0, num_classes)``.
         ks: neighbour counts; each k > the bank size is clamped (``k_effective``) with a warning.
         T: vote temperature. num_classes: defaults to ``max(label) + 1``.
-        device: ``cuda`` uses a FAISS GPU index when faiss-gpu is installed.
+        device: ``cuda`` uses a FAISS GPU index when faiss-gpu is installed (else torch on the GPU).
+        backend: ``auto`` / ``faiss`` / ``torch``; ``None`` reads ``TRANSFER_KNN_BACKEND`` (default
+            ``auto``: the faster exact backend for this machine, see :func:`select_backend`).
 
     Returns a dict: ``top1`` / ``top5`` / ``per_class`` / ``k_effective`` keyed by requested k
     (accuracies in %), ``best_k`` and ``best_top1``, ``predictions`` (k -> int64 numpy array of
     top-1 classes; not for JSON), ``n_train``, ``n_test``, ``num_classes``, ``T``, ``ks``,
-    ``backend``, ``protocol`` and ``warnings`` (list of strings for the report).
+    ``backend`` and ``backend_reason`` (which search ran and why), ``protocol`` and ``warnings`` (list of strings for the report).
     Raises :class:`~transfer.errors.UserError` on empty splits, NaN/inf features, shape mismatches.
     """
     xb = as_tensor(train_feats, torch.float32)
@@ -146,11 +269,12 @@ def weighted_knn(train_feats: ArrayLike, train_labels: ArrayLike, test_feats: Ar
     xq = torch.nn.functional.normalize(xq, dim=1)
     ks = [int(k) for k in ks]
     kmax = min(max(ks), xb.shape[0])
-    sims, idx, backend = knn_search(xb, xq, kmax, device=device, query_chunk=query_chunk)
+    backend, reason = select_backend(xb, xq, kmax, device, backend)
+    sims, idx, backend = knn_search(xb, xq, kmax, device=device, query_chunk=query_chunk, backend=backend)
     nlab = yb[idx]
     res: Dict = {"protocol": PROTOCOL, "T": T, "ks": ks, "n_train": int(xb.shape[0]),
                  "n_test": int(xq.shape[0]), "num_classes": num_classes, "feature_dim": int(xb.shape[1]),
-                 "backend": backend, "top1": {}, "top5": {}, "per_class": {}, "k_effective": {},
+                 "backend": backend, "backend_reason": reason, "top1": {}, "top5": {}, "per_class": {}, "k_effective": {},
                  "predictions": {}, "warnings": warnings}
     for k in ks:
         ke = min(k, kmax)

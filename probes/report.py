@@ -57,7 +57,8 @@ def _pm(d: Dict[str, Any]) -> str:
 
 
 def knn_section(r: Dict[str, Any]) -> Section:
-    s = Section("k-NN (weighted vote)", [f"Protocol: {r['protocol']}; T = {r['T']}; backend {r['backend']}; "
+    s = Section("k-NN (weighted vote)", [f"Protocol: {r['protocol']}; T = {r['T']}; backend {r['backend']}"
+                                          f"{' (' + r['backend_reason'] + ')' if r.get('backend_reason') else ''}; "
                                           f"{r['n_train']} train / {r['n_test']} test images."],
                 ["k", "k used", "top-1 %", "top-5 %"])
     s.rows = [[k, r["k_effective"][k], _f(r["top1"][k]), _f(r["top5"][k])] for k in r["ks"]]
