@@ -24,11 +24,14 @@ What this module does, and where it departs from those recipes for a 2-core CPU:
   the split folder, or integer row indices for in-memory datasets).
 - Fine-tuning: a copy of the backbone (the source stays untouched, so frozen-feature probes on
   the same source are unaffected) with BatchNorm in training mode, a linear head initialised
-  N(0, 0.01) (as SimCLR's supervised head), cross-entropy, Nesterov SGD, lr 0.05 x batch / 256 by
-  default, cosine decay to 0 over the steps, no warm-up, no weight decay; RandomResizedCrop
-  (scale ``crop_scale_min``..1, aspect 3/4..4/3) + flip. Defaults are sized for CPU: batch 64 and
-  30 epochs (about 280 steps at 1 % Fashion-MNIST) instead of batch 4096 and 60 epochs, and
-  crop scale from 0.35 (the Fashion-MNIST pretraining recipes' value at 28 px) instead of 0.08.
+  N(0, 0.01) (as SimCLR's supervised head), cross-entropy, Nesterov SGD, cosine decay to 0 over
+  the steps, no warm-up, no weight decay; RandomResizedCrop (scale ``crop_scale_min``..1, aspect
+  3/4..4/3) + flip. Defaults are sized for CPU: batch 64 and 30 epochs (270 steps at 1 %
+  Fashion-MNIST) instead of batch 4096 and 60 epochs; crop scale from 0.35 (the Fashion-MNIST
+  pretraining recipes' value at 28 px) instead of 0.08; lr 1.2 x batch / 256 (0.3 at batch 64)
+  instead of SimCLR's 0.05 x batch / 256, which underfits in so few steps. The lr was chosen on the
+  validation split below (1 % Fashion-MNIST, seed 0, 1000 validation images, random-init
+  small_resnet18 x0.25): lr 0.0125 -> 44.9 %, 0.1 -> 73.8 %, 0.3 -> 76.3 % validation top-1.
 - Nothing is chosen on the test split. ``val_per_class`` images per class, drawn from the train
   images *outside* the labelled subset, give a validation accuracy to tune epochs / lr on.
 - Baselines on the same labelled subset: random init of the same architecture fine-tuned the same
@@ -62,6 +65,7 @@ from .source import FeatureSource, load_source
 PROTOCOL = ("semi-supervised fine-tuning (SimCLR / BYOL): class-balanced labelled subset of train, whole "
             "backbone + linear head, Nesterov SGD, cosine lr, no warm-up, RandomResizedCrop+flip; test top-1")
 BASELINES = ("random", "pixels")
+LR_PER_256 = 1.2  # chosen on a validation split of train (module docstring); SimCLR uses 0.05
 
 
 # ------------------------------------------------------------------ which images are labelled
@@ -229,7 +233,7 @@ class FinetuneConfig:
     labels: str = "1%"
     epochs: int = 30
     batch_size: int = 64
-    lr: Optional[float] = None  # None: 0.05 x batch / 256 (SimCLR)
+    lr: Optional[float] = None  # None: LR_PER_256 x batch / 256
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 0.0
@@ -239,7 +243,7 @@ class FinetuneConfig:
     max_steps: Optional[int] = None  # cap for tests
 
     def base_lr(self) -> float:
-        return self.lr if self.lr is not None else 0.05 * self.batch_size / 256
+        return self.lr if self.lr is not None else LR_PER_256 * self.batch_size / 256
 
     def check(self) -> None:
         if self.epochs < 1:
