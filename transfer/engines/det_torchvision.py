@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import re
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -265,18 +267,25 @@ def _rebind_frozen(trunk: Trunk, freeze_at: int) -> None:
 
 # ------------------------------------------------------------------------------------------ data
 def load_image(path: str) -> torch.Tensor:
+    """An RGB image as (3, H, W) floats in [0, 1]; a missing, unreadable, truncated or over-sized
+    (Pillow's decompression-bomb limit) file is one :class:`UserError` naming it."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
+    except FileNotFoundError:
+        raise UserError(f"image file missing: {path}") from None
+    except Exception as e:  # UnidentifiedImageError, truncated data, DecompressionBombError, ...
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"cannot read image {path}: {type(e).__name__}: {first}") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def decode_masks(im, keep: np.ndarray) -> torch.Tensor:
-    """COCO polygons / RLE of the kept boxes -> (N, H, W) uint8 (a filled box where none is given)."""
+def decode_masks(im, keep: np.ndarray, source: object = "") -> torch.Tensor:
+    """COCO polygons / RLE of the kept boxes -> (N, H, W) uint8 (a filled box where none is given).
+    A mask that cannot be decoded, or whose RLE size is not the image's, is one :class:`UserError`
+    naming the annotation file (``source``) and the image."""
     from pycocotools import mask as mask_util
 
     out = np.zeros((int(keep.sum()), im.height, im.width), np.uint8)
@@ -286,14 +295,56 @@ def decode_masks(im, keep: np.ndarray) -> torch.Tensor:
             x0, y0, x1, y1 = (int(round(v)) for v in im.boxes[j])
             out[n, y0:y1, x0:x1] = 1
             continue
-        if isinstance(seg, list):
-            rle = mask_util.merge(mask_util.frPyObjects(seg, im.height, im.width))
-        elif isinstance(seg.get("counts"), list):
-            rle = mask_util.frPyObjects(seg, im.height, im.width)
-        else:
-            rle = seg
-        out[n] = mask_util.decode(rle)
+        where = f"{source}: image {im.file}, object {int(j)}"
+        if isinstance(seg, dict) and isinstance(seg.get("size"), (list, tuple)) and \
+                [int(v) for v in seg["size"]] != [im.height, im.width]:
+            raise UserError(f"{where}: mask RLE size {list(seg['size'])} (height, width) is not the image's "
+                            f"[{im.height}, {im.width}]")
+        try:
+            if isinstance(seg, list):
+                rle = mask_util.merge(mask_util.frPyObjects(seg, im.height, im.width))
+            elif isinstance(seg.get("counts"), list):
+                rle = mask_util.frPyObjects(seg, im.height, im.width)
+            else:
+                rle = seg
+            m = mask_util.decode(rle)
+        except Exception as e:
+            raise UserError(f"{where}: cannot decode its mask ({type(e).__name__}: {str(e)[:160]})") from None
+        if m.shape != (im.height, im.width):
+            raise UserError(f"{where}: mask is {m.shape[1]}x{m.shape[0]} (WxH), the image is {im.width}x{im.height}")
+        out[n] = m
     return torch.from_numpy(out)
+
+
+def read_engine_state(path: Path, what: str, hint: str) -> Dict[str, Any]:
+    """A model / training state this engine saved, loaded with ``weights_only=True`` (nothing in
+    the file is executed); an empty, truncated, pickled-code or foreign file is one
+    :class:`UserError` naming it. ``hint`` says what to do about it."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise UserError(f"{what}: cannot read {path}: empty file ({hint})")
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused a global: code or a non-tensor object
+        raise UserError(f"{what}: refused {path}: it holds pickled objects other than tensors and plain data "
+                        f"(loaded with weights_only=True, nothing was executed; {hint})") from None
+    except Exception as e:  # truncated zip, not a torch file
+        first = re.sub(r"\x1b\[[0-9;]*m", "", (str(e).strip().splitlines() or [""])[0])[:160]
+        raise UserError(f"{what}: cannot read {path}: {type(e).__name__}: {first} ({hint})") from None
+    if not isinstance(st, dict) or not isinstance(st.get("model"), dict) or \
+            not all(isinstance(v, torch.Tensor) for v in st["model"].values()):
+        raise UserError(f"{what}: {path} is not a model saved by this engine (no 'model' state dict of tensors; {hint})")
+    return st
+
+
+def load_model_state(model: nn.Module, sd: Dict[str, Any], path: Path, what: str) -> None:
+    """``model.load_state_dict(sd)``; missing keys, unexpected keys or wrong shapes are one line."""
+    try:
+        model.load_state_dict(sd)
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = (lines[1] if len(lines) > 1 else (lines[0] if lines else type(e).__name__))[:200]
+        raise UserError(f"{what}: {path} does not fit the model ({detail})") from None
 
 
 class TrainSet(torch.utils.data.Dataset):
@@ -319,7 +370,7 @@ class TrainSet(torch.utils.data.Dataset):
         boxes = torch.from_numpy(im.boxes[keep].copy())
         t = {"boxes": boxes, "labels": torch.from_numpy(im.labels[keep].copy())}
         if self.with_masks:
-            t["masks"] = decode_masks(im, keep)
+            t["masks"] = decode_masks(im, keep, self.split.source)
         if flip:
             img = img.flip(-1)
             w = im.width
@@ -403,16 +454,16 @@ def train(model, train_split, s: Dict[str, Any], out_dir: Path, device: torch.de
     start = 0
     last = out_dir / "last.pt"
     if last.is_file() and bool(s.get("resume", True)):
-        try:
-            st = torch.load(last, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise UserError(f"cannot read {last}: {type(e).__name__}: {str(e).splitlines()[0][:160]} "
-                            "(delete it or pass resume=false)") from None
+        st = read_engine_state(last, "resume", "delete it or pass resume=false")
         if st.get("fingerprint") != fp:
             raise UserError(f"{last} belongs to a run with other settings or weights; use another --out or resume=false")
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        start = int(st["iter"])
+        load_model_state(model, st["model"], last, "resume")
+        try:
+            opt.load_state_dict(st["optimizer"])
+            start = int(st["iter"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise UserError(f"resume: {last} has no usable optimizer state / iteration ({type(e).__name__}: "
+                            f"{str(e)[:120]}); delete it or pass resume=false") from None
         log(f"resumed from {last} at iteration {start}/{max_iter}")
     model.to(device)
     for g in opt.state.values():
@@ -509,13 +560,10 @@ def run(source, train_split, test_split, s: Dict[str, Any], out_dir: Path, eval_
         src = final if final.is_file() else out_dir / "last.pt"
         if not src.is_file():
             raise UserError(f"--eval-only: no trained model in {out_dir} (model_final.pt or last.pt); train first")
-        st = torch.load(src, map_location="cpu", weights_only=True)
+        st = read_engine_state(src, "--eval-only", "train again without --eval-only, or pass another --out")
         if st.get("fingerprint") not in (None, fp):
             raise UserError(f"--eval-only: {src} was trained with other model settings or weights")
-        try:
-            model.load_state_dict(st["model"])
-        except RuntimeError as e:
-            raise UserError(f"{src}: does not fit the model ({str(e).splitlines()[1][:160] if len(str(e).splitlines()) > 1 else e})") from None
+        load_model_state(model, st["model"], src, "--eval-only")
         info["loaded"] = str(src)
     else:
         info = train(model, train_split, s, out_dir, dev, fp, log=log)

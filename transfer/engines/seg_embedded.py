@@ -274,10 +274,21 @@ def run(*, backbone: nn.Module, meta: Dict[str, Any], identity: str, train_ds, v
         if st.get("identity") != identity or st.get("head") != settings.get("head"):
             raise UserError(f"{state_path} belongs to another run (backbone {str(st.get('identity'))[:12]}, head "
                             f"{st.get('head')}); pass another --out or delete it")
-        model.load_state_dict(st["model"])
-        if not eval_only:
-            opt.load_state_dict(st["optimizer"])
-        start = int(st["step"])
+        what = "--eval-only" if eval_only else "resume"
+        try:
+            model.load_state_dict(st["model"])
+        except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            detail = (lines[1] if len(lines) > 1 else (lines[0] if lines else type(e).__name__))[:200]
+            raise UserError(f"{what}: {state_path} does not fit the model ({detail}); "
+                            f"pass another --out or delete it") from None
+        try:
+            if not eval_only:
+                opt.load_state_dict(st["optimizer"])
+            start = int(st["step"])
+        except (RuntimeError, TypeError, ValueError, KeyError) as e:
+            raise UserError(f"{what}: {state_path} has no usable optimizer state / step ({type(e).__name__}: "
+                            f"{str(e)[:120]}); pass another --out or delete it") from None
     elif eval_only:
         raise UserError(f"--eval-only: no trained model in {out_dir} ({STATE_FILE} missing); train first without --eval-only")
     t0 = time.time()

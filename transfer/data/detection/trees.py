@@ -75,7 +75,12 @@ def write_tree_tiles(src: Path, out: Path, tile: int = 400, holdout: str = "OSBS
         _, objs = parse_voc_xml(xml)
         boxes = np.array([[o["box"][0] - 1.0, o["box"][1] - 1.0, o["box"][2], o["box"][3]] for o in objs if o["box"]],
                          np.float32).reshape(-1, 4)
-        im = Image.open(img_path).convert("RGB")
+        try:
+            with Image.open(img_path) as raw:
+                im = raw.convert("RGB")
+        except Exception as e:  # not an image, truncated, Pillow's decompression-bomb limit
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"{xml}: cannot read its image {img_path}: {type(e).__name__}: {first}") from None
         W, H = im.size
         split = "test" if xml.stem == holdout else "train"
         (out / split).mkdir(parents=True, exist_ok=True)

@@ -71,6 +71,9 @@ def read_label_map(path: Path) -> np.ndarray:
     if a.ndim != 2:
         raise UserError(f"mask {path}: expected a single-channel label image (palette or grayscale class "
                         f"indices), got mode {mode} with shape {a.shape}")
+    if a.dtype.kind == "f":
+        raise UserError(f"mask {path}: mode {mode} holds floating-point values; expected integer class indices "
+                        f"(palette, 8- or 16-bit grayscale)")
     return a.astype(np.int64)
 
 
