@@ -51,11 +51,21 @@ def _linear_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=100, help="epochs of the moco/simsiam protocols")
 
 
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s!r}")
+    return v
+
+
 def _fewshot_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ways", type=int, default=5)
     p.add_argument("--shots", type=_ints, default=[1, 5])
     p.add_argument("--queries", type=int, default=15)
-    p.add_argument("--episodes", type=int, default=600)
+    p.add_argument("--episodes", type=_positive_int, default=600, help="episodes per shot count (>= 1)")
     p.add_argument("--fewshot-split", choices=["train", "test"], default="test", help="episode pool")
     p.add_argument("--lowshot-shots", type=_ints, default=None, help="default 1,2,4,... up to the smallest class")
     p.add_argument("--lowshot-seeds", type=int, default=3)

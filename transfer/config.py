@@ -4,14 +4,24 @@ A recipe is YAML with the sections of :data:`DEFAULTS`; ``transfer pretrain RECI
 overrides any key (values parsed as YAML). Unknown keys are errors naming the key and the
 closest known one. Recipes are looked up as a path first, then by name under ``configs/pretrain``
 (shipped as package data, so an installed wheel finds them too).
+
+A recipe may name another with ``_base: NAME`` (a path relative to the recipe's folder, ``.yaml``
+optional, e.g. ``base/in1k``; then a built-in recipe name): the base is loaded first (recursively) and
+the recipe states only what differs. A cycle or a missing base is an error naming the files.
+
+:data:`SCHEMA` gives every key's type and range; :func:`validate` checks each key against it (the
+error names the key and the value) and stores typed values (an integer given for a float key becomes
+a float), so the trainer reads ``cfg[...]`` without casting.
 """
 from __future__ import annotations
 
 import copy
 import difflib
+import math
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -102,7 +112,40 @@ def recipe_dir() -> Path:
 
 
 def list_recipes() -> List[str]:
+    """Built-in recipe names (``configs/pretrain/*.yaml``; the bases under ``base/`` are not recipes)."""
     return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
+
+
+# --list groups, in order: (name suffix, title); recipes matching none go under "other"
+RECIPE_GROUPS: Tuple[Tuple[str, str], ...] = (
+    ("_in1k", "UniGrad's fair comparison on ImageNet: every method in its gradient form, one identical recipe"),
+    ("_paper", "each method's own published ImageNet recipe"),
+    ("_fmnist", "Fashion-MNIST on 2 CPU cores: one shared small recipe, only the method differs"),
+)
+
+
+def recipe_description(path: Path) -> str:
+    """The first comment line of a recipe file (its one-line description)."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+        if line.strip():
+            break
+    return ""
+
+
+def recipe_groups() -> List[Tuple[str, List[Tuple[str, str]]]]:
+    """``[(group title, [(recipe name, description), ...]), ...]`` for ``transfer pretrain --list``."""
+    groups: Dict[str, List[Tuple[str, str]]] = {t: [] for _, t in RECIPE_GROUPS}
+    other: List[Tuple[str, str]] = []
+    for name in list_recipes():
+        entry = (name, recipe_description(recipe_dir() / f"{name}.yaml"))
+        title = next((t for suf, t in RECIPE_GROUPS if name.endswith(suf)), None)
+        (groups[title] if title else other).append(entry)
+    out = [(t, v) for t, v in groups.items() if v]
+    if other:
+        out.append(("other recipes", other))
+    return out
 
 
 def find_recipe(name_or_path: str) -> Path:
@@ -144,16 +187,53 @@ def _deep_update(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
     return a
 
 
+BASE_KEY = "_base"
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a recipe must be a mapping of sections")
+    return raw
+
+
+def _find_base(ref: Any, child: Path) -> Path:
+    if not isinstance(ref, str) or not ref.strip():
+        raise UserError(f"{child}: {BASE_KEY} must be a recipe name or path, got {ref!r}")
+    fname = ref if ref.endswith(".yaml") else f"{ref}.yaml"
+    for cand in (child.parent / fname, recipe_dir() / fname):
+        if cand.is_file():
+            return cand
+    raise UserError(f"{child}: {BASE_KEY} {ref!r} not found (looked for {child.parent / fname} "
+                    f"and {recipe_dir() / fname})")
+
+
+def load_recipe(path: Path, _chain: Tuple[Path, ...] = ()) -> Dict[str, Any]:
+    """A recipe file with its ``_base`` chain resolved: the base's sections, then the recipe's on top
+    (section by section; a recipe naming another method than its base drops the base's method)."""
+    key = path.resolve()
+    if key in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, key))
+        raise UserError(f"{path}: {BASE_KEY} cycle: {cycle}")
+    raw = _read_yaml(path)
+    if BASE_KEY not in raw:
+        return raw
+    ref = raw.pop(BASE_KEY)
+    base = load_recipe(_find_base(ref, path), (*_chain, key))
+    m, bm = raw.get("method"), base.get("method")
+    if isinstance(m, dict) and isinstance(bm, dict) and "name" in m and m["name"] != bm.get("name"):
+        base.pop("method")
+    return _deep_update(base, raw)
+
+
 def load_config(recipe: str | None, overrides: List[str] = ()) -> Dict[str, Any]:
     raw: Dict[str, Any] = {}
     if recipe:
         path = find_recipe(recipe)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise UserError(f"{path}: a recipe must be a mapping of sections")
+        raw = load_recipe(path)
         raw.setdefault("name", path.stem)
     ov: Dict[str, Any] = {}
     for o in overrides:
@@ -172,39 +252,172 @@ def load_config(recipe: str | None, overrides: List[str] = ()) -> Dict[str, Any]
     return cfg
 
 
+@dataclass(frozen=True)
+class Field:
+    """One config key's type and range. ``kind``: int | float | bool | str; ``lo``/``hi`` bound
+    numbers (``lo_open``/``hi_open`` make a bound strict); ``choices`` lists the allowed values;
+    ``none``: None is allowed; ``auto``: the string "auto" is allowed (for auto|true|false keys)."""
+
+    kind: str
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: Tuple[Any, ...] = ()
+    none: bool = False
+    auto: bool = False
+
+    def describe(self) -> str:
+        what = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}[self.kind]
+        if self.choices:
+            what = "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.lo is not None or self.hi is not None:
+            lo = "" if self.lo is None else ("(" if self.lo_open else "[") + f"{self.lo:g}"
+            hi = "" if self.hi is None else f"{self.hi:g}" + (")" if self.hi_open else "]")
+            if self.lo is not None and self.hi is not None:
+                what += f" in {lo}, {hi}"
+            elif self.lo is not None:
+                what += f" {'>' if self.lo_open else '>='} {self.lo:g}"
+            else:
+                what += f" {'<' if self.hi_open else '<='} {self.hi:g}"
+        if self.auto:
+            what = "'auto' or " + what
+        if self.none:
+            what += " (or null)"
+        return what
+
+    def check(self, key: str, v: Any) -> Any:
+        """``v`` typed (an int for a float key becomes a float), or a UserError naming ``key``."""
+        given = v
+
+        def bad() -> UserError:
+            return UserError(f"config key '{key}' must be {self.describe()}, got {given!r}")
+
+        if v is None:
+            if self.none:
+                return None
+            raise bad()
+        if self.auto and v == "auto":
+            return v
+        if self.kind == "bool":
+            if not isinstance(v, bool):
+                raise bad()
+        elif self.kind == "str":
+            if not isinstance(v, str):
+                raise bad()
+        elif self.kind == "int":
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise bad()
+        else:  # float; YAML 1.1 reads 1e-4 (no dot) as a string, so numeric strings count as numbers
+            if isinstance(v, str):
+                try:
+                    v = float(v)
+                except ValueError:
+                    raise bad() from None
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise bad()
+            v = float(v)
+        if self.choices and v not in self.choices:
+            raise bad()
+        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+            raise bad()
+        if self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi)):
+            raise bad()
+        return v
+
+
+def _pos_int(**kw: Any) -> Field:
+    return Field("int", lo=1, **kw)
+
+
+# every leaf key of DEFAULTS but the free-form mappings method.params (each method checks its own
+# parameters) and data.aug (checked against AugmentConfig below)
+SCHEMA: Dict[str, Field] = {
+    "name": Field("str", none=True),
+    "out_dir": Field("str"),
+    "seed": Field("int", lo=0),
+    "method.name": Field("str"),
+    "method.form": Field("str", none=True),
+    "method.momentum": Field("bool", none=True),
+    "model.arch": Field("str"),
+    "model.width": Field("float", lo=0, lo_open=True),
+    "model.zero_init_residual": Field("bool"),
+    "model.proj_hidden": _pos_int(),
+    "model.proj_dim": _pos_int(),
+    "model.proj_layers": _pos_int(),
+    "model.pred_hidden": _pos_int(),
+    "model.sync_bn": Field("bool"),
+    "data.name": Field("str"),
+    "data.root": Field("str", none=True),
+    "data.size": _pos_int(),
+    "data.load_size": _pos_int(),
+    "data.workers": Field("int", lo=0),
+    "optim.name": Field("str", choices=("sgd", "lars")),
+    "optim.base_lr": Field("float", lo=0, lo_open=True),
+    "optim.momentum": Field("float", lo=0, hi=1, hi_open=True),
+    "optim.weight_decay": Field("float", lo=0),
+    "optim.batch_size": _pos_int(),
+    "optim.epochs": Field("float", lo=0, lo_open=True),
+    "optim.max_steps": _pos_int(none=True),
+    "optim.warmup_epochs": Field("float", lo=0),
+    "optim.min_lr_ratio": Field("float", lo=0, hi=1),
+    "optim.lars_eta": Field("float", lo=0, lo_open=True),
+    "ema.base": Field("float", lo=0, hi=1),
+    "ema.end": Field("float", lo=0, hi=1),
+    "train.amp": Field("bool", auto=True),
+    "train.channels_last": Field("bool", auto=True),
+    "train.ckpt_every": _pos_int(),
+    "train.log_every": _pos_int(),
+    "train.knn_every": Field("int", lo=0),
+    "train.knn_bank": _pos_int(),
+    "train.knn_k": _pos_int(),
+    "train.knn_t": Field("float", lo=0, lo_open=True),
+    "train.progress": Field("bool"),
+    "train.deterministic": Field("bool"),
+    "train.threads": _pos_int(none=True),
+    "train.dtype": Field("str", choices=("float32", "float64")),
+    "train.knn_split": Field("str", choices=("test", "val")),
+    "train.knn_val": _pos_int(),
+}
+
+
 def validate(cfg: Dict[str, Any]) -> None:
+    """Check every key against :data:`SCHEMA` (one error naming the key and value) and store the typed
+    values in ``cfg``; then the cross-key checks (registries, method form, augmentation keys)."""
     from .backbones import BACKBONES
     from .methods import METHODS
 
+    for key, field in SCHEMA.items():
+        *secs, leaf = key.split(".")
+        node = cfg
+        for sec in secs:
+            node = node[sec]
+        node[leaf] = field.check(key, node[leaf])
     BACKBONES.get(cfg["model"]["arch"])
     cls = METHODS.get(cfg["method"]["name"])
     form = cfg["method"]["form"]
     if form is not None and form not in cls.forms:
-        raise UserError(f"method.form must be one of {cls.forms}, got {form!r}")
+        raise UserError(f"config key 'method.form' must be one of {cls.forms}, got {form!r}")
     o = cfg["optim"]
-    if o["name"] not in ("sgd", "lars"):
-        raise UserError(f"optim.name must be 'sgd' or 'lars', got {o['name']!r}")
-    for k in ("batch_size", "epochs"):
-        if not (isinstance(o[k], (int, float)) and o[k] > 0):
-            raise UserError(f"optim.{k} must be a positive number, got {o[k]!r}")
-    if int(o["batch_size"]) != o["batch_size"]:
-        raise UserError(f"optim.batch_size must be an integer, got {o['batch_size']!r}")
-    t = cfg["train"]
-    if t["dtype"] not in ("float32", "float64"):
-        raise UserError(f"train.dtype must be 'float32' or 'float64', got {t['dtype']!r}")
-    if t["knn_split"] not in ("test", "val"):
-        raise UserError(f"train.knn_split must be 'test' or 'val', got {t['knn_split']!r}")
-    if not (isinstance(t["knn_val"], int) and not isinstance(t["knn_val"], bool) and t["knn_val"] > 0):
-        raise UserError(f"train.knn_val must be a positive integer (images), got {t['knn_val']!r}")
-    for k in ("ckpt_every", "log_every"):
-        v = cfg["train"][k]
-        if not (isinstance(v, int) and v > 0):
-            raise UserError(f"train.{k} must be a positive integer (steps), got {v!r}")
+    if o["warmup_epochs"] > o["epochs"]:
+        raise UserError(f"config key 'optim.warmup_epochs' must be <= optim.epochs ({o['epochs']:g}), "
+                        f"got {o['warmup_epochs']!r}")
+    if not isinstance(cfg["method"]["params"], dict):
+        raise UserError(f"config key 'method.params' must be a mapping, got {cfg['method']['params']!r}")
     from .data.augment import AugmentConfig
 
     known = set(AugmentConfig.__dataclass_fields__) - {"size"}  # the size is data.size
-    for k in cfg["data"]["aug"]:
+    for k, v in cfg["data"]["aug"].items():
         if k not in known:
             close = difflib.get_close_matches(k, sorted(known), n=1)
             hint = f" (did you mean 'data.aug.{close[0]}'?)" if close else ""
             raise UserError(f"unknown config key 'data.aug.{k}'{hint}")
+        hi = 1.0 if k.startswith("p_") or k in ("scale_min", "scale_max") else None
+        lo_open = k in ("scale_min", "scale_max", "ratio_min", "ratio_max")
+        cfg["data"]["aug"][k] = Field("float", lo=0, lo_open=lo_open, hi=hi).check(f"data.aug.{k}", v)
+    aug = cfg["data"]["aug"]
+    for a, b in (("scale_min", "scale_max"), ("ratio_min", "ratio_max"), ("blur_sigma_min", "blur_sigma_max")):
+        lo = aug.get(a, AugmentConfig.__dataclass_fields__[a].default)
+        hi = aug.get(b, AugmentConfig.__dataclass_fields__[b].default)
+        if lo > hi:
+            raise UserError(f"config key 'data.aug.{a}' must be <= data.aug.{b} ({hi:g}), got {lo!r}")

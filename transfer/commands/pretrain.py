@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import list_recipes, load_config
+from ..config import load_config, recipe_groups
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,13 +16,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", help="recipe name or YAML path")
     p.add_argument("overrides", nargs="*", help="key=value overrides (YAML values)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--list", action="store_true", help="list the built-in recipes")
+    p.add_argument("--list", action="store_true", help="list the built-in recipes, grouped, one line each")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.list or not args.config:
-        print("\n".join(list_recipes()))
+        for i, (title, entries) in enumerate(recipe_groups()):
+            print(("\n" if i else "") + f"{title}:")
+            width = max(len(n) for n, _ in entries)
+            for name, desc in entries:
+                print(f"  {name:<{width}}  {desc}")
         return 0
     cfg = load_config(args.config, args.overrides)
     from ..trainer import Trainer
