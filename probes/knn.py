@@ -48,9 +48,11 @@ GENERIC_BLAS_CORES = ("prescott", "generic", "core2", "atom", "katmai", "copperm
 # below this many multiply-adds (bank x queries x dim) the search takes milliseconds either way
 # and calibrating would cost more than it can save: torch (no index copy) runs without timing
 CALIBRATE_MIN_WORK = 2e8
-CALIBRATE_BANK, CALIBRATE_QUERIES, CALIBRATE_REPS = 8192, 256, 2
+CALIBRATE_CHUNK = 256  # queries in the first calibration chunk (the second has twice as many)
 TORCH_BLOCK = 1 << 25  # floats in one (queries x bank shard) similarity block on the torch path: 128 MB
-_CALIBRATION: Dict[Tuple, Tuple[str, str]] = {}  # (dim, torch threads, faiss threads) -> (backend, reason)
+CPU_BACKENDS = ("faiss-cpu", "torch")
+# (dim, torch threads, faiss threads) -> {backend: (seconds per call per bank row, seconds per query per bank row)}
+_CALIBRATION: Dict[Tuple, Dict[str, Tuple[float, float]]] = {}
 
 
 def faiss_blas_core(faiss=None) -> Optional[str]:
@@ -70,27 +72,41 @@ def faiss_blas_core(faiss=None) -> Optional[str]:
     return None
 
 
-def _seconds(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def calibrate(bank: torch.Tensor, queries: torch.Tensor, k: int) -> Dict[str, float]:
-    """Seconds of one flat-IP search with each CPU backend on a slice of the real bank and queries
-    (at most ``CALIBRATE_BANK`` x ``CALIBRATE_QUERIES``), interleaved, best of ``CALIBRATE_REPS``."""
+def _calibration_key(d: int) -> Tuple:
     faiss = _faiss()
-    xb = bank[:CALIBRATE_BANK].float().cpu()
-    xq = queries[:CALIBRATE_QUERIES].float().cpu()
-    kk = min(k, xb.shape[0])
-    index = faiss.IndexFlatIP(xb.shape[1])
-    index.add(np.ascontiguousarray(xb.numpy()))
-    xq_np = np.ascontiguousarray(xq.numpy())
-    t = {"faiss-cpu": float("inf"), "torch": float("inf")}
-    for _ in range(CALIBRATE_REPS):  # interleaved: both see the same machine state
-        t["faiss-cpu"] = min(t["faiss-cpu"], _seconds(lambda: index.search(xq_np, kk)))
-        t["torch"] = min(t["torch"], _seconds(lambda: (xq @ xb.T).topk(kk, dim=1)))
-    return t
+    ft = int(faiss.omp_get_max_threads()) if faiss is not None and hasattr(faiss, "omp_get_max_threads") else 0
+    return (int(d), torch.get_num_threads(), ft)
+
+
+def _run_timed(name: str, fn, n_queries: int):
+    """``(fn(), seconds)``; ``name`` and ``n_queries`` let tests substitute a timing model."""
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def fit_cost(t1: float, t2: float, q1: int, q2: int) -> Tuple[float, float]:
+    """``(per-call seconds, per-query seconds)`` of a line through two chunk timings (q1 < q2);
+    a non-increasing pair (noise) is read as no per-call cost."""
+    slope = (t2 - t1) / (q2 - q1)
+    if slope <= 0:
+        return 0.0, min(t1 / q1, t2 / q2)
+    return max(0.0, t1 - slope * q1), slope
+
+
+def predict_seconds(model: Tuple[float, float], n: int, q: int, calls: int) -> float:
+    """Seconds for ``q`` queries against ``n`` bank rows in ``calls`` calls, from a per-bank-row model."""
+    per_call, per_query = model
+    return n * (per_call * calls + per_query * q)
+
+
+def decide(models: Dict[str, Tuple[float, float]], n: int, q: int, query_chunk: int, torch_chunk: int) -> Tuple[str, str]:
+    """The CPU backend with the smaller predicted time for ``q`` queries, and the numbers."""
+    calls = {"faiss-cpu": -(-q // query_chunk), "torch": -(-q // torch_chunk)}
+    t = {b: predict_seconds(models[b], n, q, calls[b]) for b in CPU_BACKENDS}
+    name = min(CPU_BACKENDS, key=lambda b: (t[b], b != "faiss-cpu"))
+    other = "torch" if name == "faiss-cpu" else "faiss-cpu"
+    return name, f"{name} predicted {t[name]:.2f} s vs {other} {t[other]:.2f} s for the remaining {q} queries"
 
 
 def select_backend(bank: torch.Tensor, queries: torch.Tensor, k: int, device: str = "cpu",
@@ -100,9 +116,11 @@ def select_backend(bank: torch.Tensor, queries: torch.Tensor, k: int, device: st
     Order: a forced choice (``backend`` argument, else the ``TRANSFER_KNN_BACKEND`` environment
     variable: ``auto``/``faiss``/``torch``); on ``cuda`` a FAISS GPU index (faiss-gpu), else torch on
     the GPU; on CPU torch where faiss is missing, the problem is tiny, or faiss's BLAS reports a
-    generic kernel (:data:`GENERIC_BLAS_CORES`); otherwise whichever of faiss-cpu flat IP and torch
-    matmul+topk a quick calibration (:func:`calibrate`) finds faster, cached per process for the
-    feature dimension and thread counts. Every backend returns the same neighbours (ties aside).
+    generic kernel (:data:`GENERIC_BLAS_CORES`); otherwise ``"calibrate"``: :func:`knn_search` runs
+    the first queries with both backends (real work, kept), fits each one's per-call and per-query
+    cost, and runs the rest with the faster (the fit is cached per process for the feature dimension
+    and thread counts, so later searches decide without timing). Every backend returns the same
+    neighbours (ties aside).
     """
     from transfer.errors import UserError
 
@@ -136,41 +154,46 @@ def select_backend(bank: torch.Tensor, queries: torch.Tensor, k: int, device: st
     core = faiss_blas_core(faiss)
     if core is not None and core.lower() in GENERIC_BLAS_CORES:
         return "torch", f"faiss's bundled OpenBLAS runs the generic '{core}' kernel on this CPU (threadpoolctl)"
-    key = (d, torch.get_num_threads(), int(faiss.omp_get_max_threads()) if hasattr(faiss, "omp_get_max_threads") else 0)
-    if key in _CALIBRATION:
-        name, why = _CALIBRATION[key]
-        return name, why + " (cached for this process)"
-    t = calibrate(bank, queries, k)
-    name = min(t, key=lambda b: (t[b], b != "faiss-cpu"))
-    other = "torch" if name == "faiss-cpu" else "faiss-cpu"
-    why = (f"calibrated on {min(n, CALIBRATE_BANK)} x {min(q, CALIBRATE_QUERIES)}: {name} "
-           f"{t[name] * 1e3:.1f} ms vs {other} {t[other] * 1e3:.1f} ms")
-    _CALIBRATION[key] = (name, why)
-    return name, why
+    if _calibration_key(d) in _CALIBRATION:
+        return "calibrate", "cost fit cached for this process"
+    if q < 6 * 32:
+        return "torch", f"only {q} queries: too few to calibrate on"
+    return "calibrate", "calibrated on the first queries"
 
 
 def knn_search(bank: torch.Tensor, queries: torch.Tensor, k: int, *, device: str = "cpu",
                query_chunk: int = 8192, bank_shard: int = 1_000_000,
-               backend: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor, str]:
+               backend: Optional[str] = None, info: Optional[Dict] = None) -> Tuple[torch.Tensor, torch.Tensor, str]:
     """Exact top-k inner products of ``queries`` against ``bank`` (both already normalised).
 
     Returns ``(sims (Q, k) float32, indices (Q, k) int64, backend)``. ``backend`` (argument) is
-    ``auto`` / ``faiss`` / ``torch`` or a name :func:`select_backend` returns (``faiss-gpu``,
-    ``faiss-cpu``, ``torch``, ``torch-cuda``); ``None`` means :func:`select_backend` decides. Queries
-    go in chunks of ``query_chunk`` (on the torch path also at most ``TORCH_BLOCK / bank rows``) and
-    the bank in shards of ``bank_shard`` rows whose top-k lists are merged, so peak extra memory is
-    about ``min(query_chunk * bank_shard, TORCH_BLOCK)`` floats on the torch path and
-    ``query_chunk * 2k`` on the FAISS path (plus the index's copy of the bank).
+    ``auto`` / ``faiss`` / ``torch``, a name :func:`select_backend` returns (``faiss-gpu``,
+    ``faiss-cpu``, ``torch``, ``torch-cuda``, ``calibrate``), or ``None`` (:func:`select_backend`
+    decides). ``calibrate``: query chunks of ``c``, ``c``, ``2c``, ``2c`` queries
+    (``c = min(CALIBRATE_CHUNK, Q // 6)``) run interleaved on faiss-cpu and torch, their timings fit
+    ``seconds = per_call + per_query * queries`` per backend (faiss pays a per-call cost that grows
+    with the bank), and the rest runs on the backend predicted faster; the fit is cached per process.
+    ``info`` (a dict), when given, receives ``backend``, ``reason`` and the calibration timings.
+    Queries go in chunks of ``query_chunk`` (on the torch path also at most ``TORCH_BLOCK / bank
+    rows``) and the bank in shards of ``bank_shard`` rows whose top-k lists are merged, so peak extra
+    memory is about ``TORCH_BLOCK`` floats on the torch path and ``query_chunk * 2k`` on the FAISS
+    path (plus the index's copy of the bank).
     """
-    if backend not in ("faiss-gpu", "faiss-cpu", "torch", "torch-cuda"):
-        backend, _ = select_backend(bank, queries, k, device, backend)
+    reason = "given"
+    if backend not in ("faiss-gpu", "faiss-cpu", "torch", "torch-cuda", "calibrate"):
+        backend, reason = select_backend(bank, queries, k, device, backend)
     n, q = bank.shape[0], queries.shape[0]
     k = min(k, n)
+    torch_chunk = max(1, min(query_chunk, TORCH_BLOCK // max(1, min(bank_shard, n))))
+    key = _calibration_key(bank.shape[1])
+    if backend == "calibrate" and key in _CALIBRATION:  # decided from the cached fit, before any index is built
+        backend, why = decide(_CALIBRATION[key], n, q, query_chunk, torch_chunk)
+        reason = f"cost fit cached for this process: {why}"
     out_s = torch.empty(q, k, dtype=torch.float32)
     out_i = torch.empty(q, k, dtype=torch.int64)
     shards = [(lo, min(lo + bank_shard, n)) for lo in range(0, n, bank_shard)]
     indexes = []
-    if backend.startswith("faiss"):
+    if backend.startswith("faiss") or backend == "calibrate":
         faiss = _faiss()
         res = faiss.StandardGpuResources() if backend == "faiss-gpu" else None
         for lo, hi in shards:
@@ -178,31 +201,52 @@ def knn_search(bank: torch.Tensor, queries: torch.Tensor, k: int, *, device: str
             idx = faiss.GpuIndexFlatIP(res, xb.shape[1]) if res is not None else faiss.IndexFlatIP(xb.shape[1])
             idx.add(xb)
             indexes.append(idx)
-        chunk = query_chunk
-    else:
-        dev = torch.device(device if backend == "torch-cuda" else "cpu")
-        bank, queries = bank.float().to(dev), queries.float().to(dev)
-        chunk = max(1, min(query_chunk, TORCH_BLOCK // max(1, min(bank_shard, n))))
-    for qlo in range(0, q, chunk):
-        qhi = min(qlo + chunk, q)
-        best_s: Optional[torch.Tensor] = None
-        best_i: Optional[torch.Tensor] = None
-        for si, (lo, hi) in enumerate(shards):
-            kk = min(k, hi - lo)
-            if indexes:
-                xq = np.ascontiguousarray(queries[qlo:qhi].float().cpu().numpy())
-                s_np, i_np = indexes[si].search(xq, kk)
-                s, i = torch.from_numpy(s_np), torch.from_numpy(i_np).long() + lo
-            else:
-                s, i = (queries[qlo:qhi] @ bank[lo:hi].T).topk(kk, dim=1)
-                s, i = s.cpu(), i.cpu() + lo
-            if best_s is None:
-                best_s, best_i = s, i
-            else:  # merge two sorted top-k lists
-                cat_s, cat_i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
-                best_s, pos = cat_s.topk(min(k, cat_s.shape[1]), dim=1)
-                best_i = cat_i.gather(1, pos)
-        out_s[qlo:qhi], out_i[qlo:qhi] = best_s, best_i
+    dev = torch.device(device if backend == "torch-cuda" else "cpu")
+    tbank, tqueries = bank.float().to(dev), queries.float().to(dev)
+
+    def merge(best, s, i):
+        if best is None:
+            return s, i
+        cat_s, cat_i = torch.cat([best[0], s], 1), torch.cat([best[1], i], 1)
+        top_s, pos = cat_s.topk(min(k, cat_s.shape[1]), dim=1)
+        return top_s, cat_i.gather(1, pos)
+
+    def run_faiss(qlo: int, qhi: int) -> None:
+        for clo in range(qlo, qhi, query_chunk):
+            chi = min(clo + query_chunk, qhi)
+            xq = np.ascontiguousarray(queries[clo:chi].float().cpu().numpy())
+            best = None
+            for (lo, hi), index in zip(shards, indexes):
+                s_np, i_np = index.search(xq, min(k, hi - lo))
+                best = merge(best, torch.from_numpy(s_np), torch.from_numpy(i_np).long() + lo)
+            out_s[clo:chi], out_i[clo:chi] = best
+
+    def run_torch(qlo: int, qhi: int) -> None:
+        for clo in range(qlo, qhi, torch_chunk):
+            chi = min(clo + torch_chunk, qhi)
+            best = None
+            for lo, hi in shards:
+                s, i = (tqueries[clo:chi] @ tbank[lo:hi].T).topk(min(k, hi - lo), dim=1)
+                best = merge(best, s.cpu(), i.cpu() + lo)
+            out_s[clo:chi], out_i[clo:chi] = best
+
+    runners = {"faiss-cpu": run_faiss, "faiss-gpu": run_faiss, "torch": run_torch, "torch-cuda": run_torch}
+    start = 0
+    calib: Dict[str, List[float]] = {}
+    if backend == "calibrate":
+        c = max(1, min(CALIBRATE_CHUNK, q // 6))
+        for size, order in ((c, CPU_BACKENDS), (2 * c, CPU_BACKENDS[::-1])):  # interleaved, order swapped
+            for b in order:
+                lo, start = start, start + size
+                _, dt = _run_timed(b, lambda: runners[b](lo, start), size)
+                calib.setdefault(b, []).append(dt)
+        _CALIBRATION[key] = {b: tuple(v / n for v in fit_cost(t[0], t[1], c, 2 * c)) for b, t in calib.items()}
+        backend, why = decide(_CALIBRATION[key], n, q - start, query_chunk, torch_chunk)
+        timings = "; ".join(f"{b} {t[0]:.2f}/{t[1]:.2f} s" for b, t in calib.items())
+        reason = f"calibrated on the first {start} queries ({c}/{2 * c}-query chunks: {timings}): {why}"
+    runners[backend](start, q)
+    if info is not None:
+        info.update(backend=backend, reason=reason, calibration_seconds=calib)
     return out_s, out_i, backend
 
 
@@ -270,7 +314,10 @@ def weighted_knn(train_feats: ArrayLike, train_labels: ArrayLike, test_feats: Ar
     ks = [int(k) for k in ks]
     kmax = min(max(ks), xb.shape[0])
     backend, reason = select_backend(xb, xq, kmax, device, backend)
-    sims, idx, backend = knn_search(xb, xq, kmax, device=device, query_chunk=query_chunk, backend=backend)
+    info: Dict = {}
+    sims, idx, backend = knn_search(xb, xq, kmax, device=device, query_chunk=query_chunk, backend=backend, info=info)
+    if info.get("reason") and info["reason"] != "given":  # decided inside the search (calibration)
+        reason = info["reason"]
     nlab = yb[idx]
     res: Dict = {"protocol": PROTOCOL, "T": T, "ks": ks, "n_train": int(xb.shape[0]),
                  "n_test": int(xq.shape[0]), "num_classes": num_classes, "feature_dim": int(xb.shape[1]),

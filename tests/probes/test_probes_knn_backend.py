@@ -28,45 +28,64 @@ def _problem(n=400, q=60, d=16, seed=0):
     return xb, xq
 
 
-def _no_calibration(*a, **k):
-    raise AssertionError("calibrate() must not run here")
+def _no_calibration(name, fn, n_queries):
+    raise AssertionError("no calibration may run here")
 
 
 def test_generic_blas_kernel_chooses_torch_without_calibrating(monkeypatch):
     xb, xq = _problem()
     monkeypatch.setattr(knn_mod, "CALIBRATE_MIN_WORK", 0)
     monkeypatch.setattr(knn_mod, "faiss_blas_core", lambda faiss=None: "Prescott")
-    monkeypatch.setattr(knn_mod, "calibrate", _no_calibration)
+    monkeypatch.setattr(knn_mod, "_run_timed", _no_calibration)
     name, why = select_backend(xb, xq, 10)
     assert name == "torch" and "Prescott" in why
+    assert knn_search(xb, xq, 10)[2] == "torch"
 
 
-@pytest.mark.parametrize("times,expected", [({"faiss-cpu": 0.010, "torch": 0.050}, "faiss-cpu"),
-                                            ({"faiss-cpu": 0.050, "torch": 0.010}, "torch")])
-def test_calibration_picks_the_faster_and_is_cached(monkeypatch, times, expected):
-    xb, xq = _problem()
+def _model(costs):
+    """A timing model: ``costs[backend] = (per call, per query)`` seconds; the chunk still runs."""
     calls = []
+
+    def fake(name, fn, n_queries):
+        calls.append((name, n_queries))
+        return fn(), costs[name][0] + costs[name][1] * n_queries
+    return fake, calls
+
+
+@pytest.mark.parametrize("costs,expected", [
+    ({"faiss-cpu": (0.0, 1e-4), "torch": (0.0, 5e-4)}, "faiss-cpu"),   # faiss's kernel is faster
+    ({"faiss-cpu": (0.0, 5e-4), "torch": (0.0, 1e-4)}, "torch"),        # e.g. faiss's BLAS on a generic core
+    # per-query faiss is faster but its per-call cost is not repaid by the 1,000 queries left
+    ({"faiss-cpu": (1.0, 1e-4), "torch": (0.0, 5e-4)}, "torch"),
+])
+def test_calibration_picks_the_faster_and_is_cached(monkeypatch, costs, expected):
+    xb, xq = _problem(n=400, q=1000)
     monkeypatch.setattr(knn_mod, "CALIBRATE_MIN_WORK", 0)
+    monkeypatch.setattr(knn_mod, "CALIBRATE_CHUNK", 50)
     monkeypatch.setattr(knn_mod, "faiss_blas_core", lambda faiss=None: "SkylakeX")
-    monkeypatch.setattr(knn_mod, "calibrate", lambda b, q, k: calls.append(1) or dict(times))
-    name, why = select_backend(xb, xq, 10)
-    assert name == expected and "calibrated" in why
-    name2, why2 = select_backend(xb, xq, 10)  # same process, same dim and threads: no second calibration
-    assert (name2, len(calls)) == (expected, 1) and "cached" in why2
+    fake, calls = _model(costs)
+    monkeypatch.setattr(knn_mod, "_run_timed", fake)
+    assert select_backend(xb, xq, 10)[0] == "calibrate"
+    info = {}
+    s, i, name = knn_search(xb, xq, 10, info=info)
+    assert name == expected and info["backend"] == expected and "calibrated on the first 300 queries" in info["reason"]
+    assert calls == [("faiss-cpu", 50), ("torch", 50), ("torch", 100), ("faiss-cpu", 100)]  # interleaved
+    ref_s, ref_i, _ = knn_search(xb, xq, 10, backend="faiss")
+    assert torch.equal(i, ref_i)  # the calibration chunks' results are kept: every query answered
+    # same process, dimension and threads: decided from the cached fit, no timing
+    monkeypatch.setattr(knn_mod, "_run_timed", _no_calibration)
     res = weighted_knn(xb, torch.arange(len(xb)) % 3, xq, torch.arange(len(xq)) % 3, ks=(5,))
     assert res["backend"] == expected and "cached" in res["backend_reason"]
-    assert len(calls) == 1
 
 
-def test_real_calibration_times_both_backends(monkeypatch):
-    xb, xq = _problem(n=600, q=40, d=32)
-    t = knn_mod.calibrate(xb, xq, 10)
-    assert set(t) == {"faiss-cpu", "torch"} and all(0 < v < float("inf") for v in t.values())
+def test_fit_cost():
+    assert knn_mod.fit_cost(1.0 + 0.5, 1.0 + 1.0, 50, 100) == pytest.approx((1.0, 0.01))
+    assert knn_mod.fit_cost(2.0, 1.0, 50, 100) == (0.0, 0.01)  # noise: no per-call cost
 
 
 def test_small_problem_and_missing_faiss_use_torch(monkeypatch):
     xb, xq = _problem()
-    monkeypatch.setattr(knn_mod, "calibrate", _no_calibration)
+    monkeypatch.setattr(knn_mod, "_run_timed", _no_calibration)
     name, why = select_backend(xb, xq, 10)
     assert name == "torch" and "small problem" in why
     monkeypatch.setattr(knn_mod, "CALIBRATE_MIN_WORK", 0)
@@ -76,7 +95,7 @@ def test_small_problem_and_missing_faiss_use_torch(monkeypatch):
 
 def test_forced_backend_by_argument_and_environment(monkeypatch):
     xb, xq = _problem()
-    monkeypatch.setattr(knn_mod, "calibrate", _no_calibration)
+    monkeypatch.setattr(knn_mod, "_run_timed", _no_calibration)
     assert select_backend(xb, xq, 10, backend="faiss")[0] == "faiss-cpu"
     monkeypatch.setenv(knn_mod.ENV_BACKEND, "faiss")
     name, why = select_backend(xb, xq, 10)
@@ -94,7 +113,7 @@ def test_forced_backend_by_argument_and_environment(monkeypatch):
 
 def test_gpu_choice(monkeypatch):
     xb, xq = _problem()
-    monkeypatch.setattr(knn_mod, "calibrate", _no_calibration)
+    monkeypatch.setattr(knn_mod, "_run_timed", _no_calibration)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     fake = types.SimpleNamespace(StandardGpuResources=object)
     monkeypatch.setattr(knn_mod, "_faiss", lambda: fake)
