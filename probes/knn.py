@@ -48,8 +48,8 @@ GENERIC_BLAS_CORES = ("prescott", "generic", "core2", "atom", "katmai", "copperm
 # below this many multiply-adds (bank x queries x dim) the search takes milliseconds either way
 # and calibrating would cost more than it can save: torch (no index copy) runs without timing
 CALIBRATE_MIN_WORK = 2e8
-CALIBRATE_CHUNK = 256  # queries in the first calibration chunk (the second has twice as many)
-TORCH_BLOCK = 1 << 25  # floats in one (queries x bank shard) similarity block on the torch path: 128 MB
+CALIBRATE_CHUNK = 1024  # queries in the first calibration chunk (the second has twice as many; all real work)
+TORCH_BLOCK = 1 << 26  # floats in one (queries x bank shard) similarity block on the torch path: 256 MB
 CPU_BACKENDS = ("faiss-cpu", "torch")
 # (dim, torch threads, faiss threads) -> {backend: (seconds per call per bank row, seconds per query per bank row)}
 _CALIBRATION: Dict[Tuple, Dict[str, Tuple[float, float]]] = {}
