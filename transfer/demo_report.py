@@ -28,13 +28,20 @@ def monitor_curve(log: Path) -> List[Dict[str, float]]:
     out: List[Dict[str, float]] = []
     if not log.exists():
         return out
+    recs = []
     for ln in log.read_text().splitlines():
         try:
             r = json.loads(ln)
         except json.JSONDecodeError:
             continue  # a line cut by a kill
-        if isinstance(r, dict) and r.get("knn_top1") is not None:
-            out.append({"epoch": float(r.get("epoch", 0.0)), "step": r.get("step"), "knn_top1": float(r["knn_top1"]),
+        if isinstance(r, dict):
+            recs.append(r)
+    # steps per epoch from any line that has both (monitor lines of older logs carry only the step)
+    spe = next((r["step"] / r["epoch"] for r in recs if r.get("epoch") and r.get("step")), None)
+    for r in recs:
+        if r.get("knn_top1") is not None:
+            epoch = r.get("epoch") if r.get("epoch") is not None else (r.get("step", 0) / spe if spe else 0.0)
+            out.append({"epoch": float(epoch), "step": r.get("step"), "knn_top1": float(r["knn_top1"]),
                         "split": r.get("knn_split", "test")})
     return out
 

@@ -375,7 +375,8 @@ class Trainer:
                 if knn_due or (t["knn_every"] and self.step == self.stop_step and not epoch_end):
                     self.last_knn = self._knn()
                     if self.last_knn is not None:
-                        self._log({"step": self.step, "knn_top1": self.last_knn, "knn_split": t["knn_split"]})
+                        self._log({"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
+                                   "knn_top1": self.last_knn, "knn_split": t["knn_split"]})
                         bar.note(f"epoch {self.step / self.steps_per_epoch:.2f}: k-NN top-1 {self.last_knn:.2f}% (monitor: {t['knn_split']} queries, {int(t['knn_bank'])}-image bank)")
                 if self.step % int(t["ckpt_every"]) == 0 or epoch_end or self.step == self.stop_step:
                     self.save()

@@ -8,7 +8,7 @@ from transfer.demo_report import monitor_curve, write_demo_report
 def test_report_has_every_protocol_and_baseline(tmp_path):
     log = tmp_path / "log.jsonl"
     log.write_text("\n".join(json.dumps(r) for r in [
-        {"step": 10, "loss": 5.0}, {"step": 234, "epoch": 1.0, "knn_top1": 80.25, "knn_split": "val"},
+        {"step": 10, "epoch": 0.0427, "loss": 5.0}, {"step": 234, "knn_top1": 80.25, "knn_split": "val"},
         {"step": 468, "epoch": 2.0, "knn_top1": 82.5, "knn_split": "val"}, '{"step": 470, "knn_t']) + "\n")
     summary = {
         "pretrain": {"seconds": 500.0, "result": {"budget": {"method": "simclr/loss", "arch": "small_resnet18", "width": 0.25,
@@ -31,5 +31,7 @@ def test_report_has_every_protocol_and_baseline(tmp_path):
         assert v in md, v
     assert "validation split of train" in md and "| fmnist_det | random init | 20.25 |" in md
     assert "<svg" in paths["html"].read_text()
-    assert [p["knn_top1"] for p in monitor_curve(log)] == [80.25, 82.5]  # the cut line is skipped
+    curve = monitor_curve(log)
+    assert [p["knn_top1"] for p in curve] == [80.25, 82.5]  # the cut line is skipped
+    assert abs(curve[0]["epoch"] - 1.0) < 0.01 and curve[1]["epoch"] == 2.0  # epoch from the step when absent
     assert STAGES[-1] == "report" and "finetune" in STAGES
