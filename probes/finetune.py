@@ -53,13 +53,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from transfer.backbones import arch_name
-from transfer.data import build_dataset, eval_transform
+from transfer.data import eval_transform
 from transfer.errors import UserError
 
 from .features import pixel_features
 from .knn import per_class_accuracy
 from .linear import default_sweep, linear_probe
 from .linear_sgd import train_view
+from .run import ProbeConfig, _native_size, load_inputs
 from .source import FeatureSource, load_source
 
 PROTOCOL = ("semi-supervised fine-tuning (SimCLR / BYOL): class-balanced labelled subset of train, whole "
@@ -403,24 +404,12 @@ def _pixels_logreg(train_ds, test_ds, labelled, val_idx, size: int, mean, std, s
     return out
 
 
-def _native_size(ds) -> int:
-    images = getattr(ds, "images", None)
-    return int(images.shape[-1]) if images is not None else int(getattr(ds, "load_size", 224))
-
-
 def finetune_probe(ckpt: str, data: str, cfg, ft: FinetuneConfig) -> Dict[str, Any]:
     """Run the fine-tuning probe (and its baselines); returns ``report["probes"]["finetune"]``
     plus the pieces of the report header. ``cfg`` is a :class:`probes.run.ProbeConfig`."""
     ft.check()
     spec = parse_labels(ft.labels)
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA device is available")
-    source = load_source(ckpt)
-    train_ds = build_dataset(data, cfg.train_split, root=cfg.data_root)
-    test_ds = build_dataset(data, cfg.test_split, root=cfg.data_root)
-    for split, ds in ((cfg.train_split, train_ds), (cfg.test_split, test_ds)):
-        if len(ds) == 0:
-            raise UserError(f"dataset {data!r}: split {split!r} is empty")
+    source, train_ds, test_ds = load_inputs(ckpt, data, cfg)
     C = len(train_ds.classes)
     labelled, sel = select_labelled(train_ds.labels, spec, cfg.seed, C, train_ds.classes, dataset=train_ds)
     val_idx = carve_validation(train_ds.labels, labelled, ft.val_per_class, cfg.seed, C)
@@ -473,8 +462,6 @@ def run_finetune(ckpt: str, data: str, out_dir: Optional[Path] = None, cfg=None,
                  ft: Optional[FinetuneConfig] = None) -> Dict[str, Any]:
     """``transfer probe finetune``: fine-tune, run the baselines, write ``finetune_<labels>.{json,md,html}``."""
     from .report import write_reports
-    from .run import ProbeConfig
-
     cfg = cfg or ProbeConfig()
     ft = ft or FinetuneConfig()
     t0 = time.time()

@@ -208,8 +208,7 @@ def linear_probe(train_feats: ArrayLike, train_labels: ArrayLike, test_feats: Ar
                              f"then stayed below it for {patience} values ({len(sweep)} of {len(l2_values)} values run)")
                 break
         i_best = choose_l2([p["val_top1"] for p in sweep])
-        best = (sweep[i_best]["val_top1"], sweep[i_best]["l2"], fits[i_best])
-        best_l2, val_top1, init = best[1], best[0], best[2]
+        best_l2, val_top1, init = sweep[i_best]["l2"], sweep[i_best]["val_top1"], fits[i_best]
     else:
         if len(l2_values) > 1:
             warnings.append("train split too small for a validation split: used the weakest L2 of the sweep")

@@ -75,8 +75,9 @@ def _native_size(ds) -> int:
     return int(getattr(ds, "load_size", 224))
 
 
-def prepare(ckpt: str, data: str, cfg: ProbeConfig) -> Context:
-    """Load source and both splits, decide the transform, extract or read the features."""
+def load_inputs(ckpt: str, data: str, cfg: ProbeConfig) -> Tuple[FeatureSource, Any, Any]:
+    """The checkpoint source and both splits, with the device and empty-split checks every probe needs
+    (the frozen-feature probes and the fine-tuning probe alike)."""
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda requested but no CUDA device is available")
     source = load_source(ckpt)
@@ -85,6 +86,12 @@ def prepare(ckpt: str, data: str, cfg: ProbeConfig) -> Context:
     for split, ds in ((cfg.train_split, train_ds), (cfg.test_split, test_ds)):
         if len(ds) == 0:
             raise UserError(f"dataset {data!r}: split {split!r} is empty")
+    return source, train_ds, test_ds
+
+
+def prepare(ckpt: str, data: str, cfg: ProbeConfig) -> Context:
+    """Load source and both splits, decide the transform, extract or read the features."""
+    source, train_ds, test_ds = load_inputs(ckpt, data, cfg)
     warnings: List[str] = []
     size = cfg.size or source.input_size or _native_size(train_ds)
     if source.input_size and size != source.input_size:

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from probes import plots
-from probes.report import Section, to_html, to_markdown
+from probes.report import Section, _f, to_html, to_markdown
 
 from .checkpoint import atomic_write_text
 
 ROWS = (("ssl", "pretrained export"), ("random_init", "random init"), ("raw_pixels", "raw pixels"))
-
-
-def _f(v: Any) -> str:
-    return f"{v:.2f}" if isinstance(v, (int, float)) else "-"
 
 
 def _result(summary: Dict[str, Any], stage: str) -> Dict[str, Any]:
@@ -46,7 +42,7 @@ def monitor_curve(log: Path) -> List[Dict[str, float]]:
     return out
 
 
-def _pretrain_section(summary: Dict[str, Any], curve: List[Dict[str, float]], steps_per_epoch: Optional[float]) -> Section:
+def _pretrain_section(summary: Dict[str, Any], curve: List[Dict[str, float]]) -> Section:
     pre = summary.get("pretrain") or {}
     res = pre.get("result") or {}
     b = res.get("budget") or {}
@@ -94,7 +90,7 @@ def _task_section(summary: Dict[str, Any], stage: str, heading: str, metrics: Li
 
 
 def build_demo_sections(summary: Dict[str, Any], log: Path) -> List[Section]:
-    secs = [_pretrain_section(summary, monitor_curve(log), None), _classification_section(summary)]
+    secs = [_pretrain_section(summary, monitor_curve(log)), _classification_section(summary)]
     if _result(summary, "det"):
         secs.append(_task_section(summary, "det", "Detection (box AP, COCO evaluation)", ["bbox_AP", "bbox_AP50", "bbox_AP75"]))
     if _result(summary, "seg"):
