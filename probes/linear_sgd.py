@@ -7,6 +7,9 @@ Two recipes:
   (batch 4096 in the paper), momentum 0.9, weight decay 0, cosine decay over 90 epochs.
 The backbone stays in eval mode (frozen BN statistics) and receives no gradient; training views
 are RandomResizedCrop (scale 0.08-1) + horizontal flip, test views the eval transform.
+``augment=False`` trains on the eval view instead (features computed once): the same optimiser,
+schedule and initialisation on exactly the features the fast probe sees, which is how the
+cross-check test compares the two (tests/probes/test_probes_crosscheck.py).
 The defaults below are small so a CPU test finishes; pass the paper values on a GPU.
 """
 from __future__ import annotations
@@ -69,7 +72,7 @@ def _features(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def linear_eval_frozen(backbone: nn.Module, train_ds, test_ds, size: int, mean, std,
                        recipe: str = "moco", epochs: int = 2, batch_size: int = 256,
                        lr: Optional[float] = None, device: str = "cpu", seed: int = 0,
-                       max_steps: Optional[int] = None) -> Dict:
+                       max_steps: Optional[int] = None, augment: bool = True) -> Dict:
     """Train a linear classifier on the frozen ``backbone`` with augmentation; test accuracy (%).
 
     ``lr`` defaults to the recipe's (MoCo 30; SimSiam 0.02 x batch/256). Returns a dict with
@@ -99,17 +102,28 @@ def linear_eval_frozen(backbone: nn.Module, train_ds, test_ds, size: int, mean, 
     n = len(train_ds)
     steps_per_epoch = max(1, n // batch_size)
     images = getattr(train_ds, "images", None)
+    cached: Optional[torch.Tensor] = None
+    if not augment:  # the frozen eval-mode backbone is deterministic: one pass over the eval view
+        chunks = []
+        for lo in range(0, n, batch_size):
+            idx = torch.arange(lo, min(lo + batch_size, n))
+            xb = images[idx] if images is not None else torch.stack([train_ds[int(j)][0] for j in idx])
+            chunks.append(_features(backbone, eval_transform(xb.to(dev), size, mean, std)))
+        cached = torch.cat(chunks)
     step, loss_v = 0, float("nan")
     for ep in range(epochs):
         perm = torch.randperm(n, generator=g)
         for i in range(steps_per_epoch):
             idx = perm[i * batch_size:(i + 1) * batch_size]
-            xb = images[idx] if images is not None else torch.stack([train_ds[int(j)][0] for j in idx])
             yb = train_ds.labels[idx].to(dev)
-            x = train_view(xb.to(dev), size, mean, std, g)
+            if cached is not None:
+                feats = cached[idx.to(dev)]
+            else:
+                xb = images[idx] if images is not None else torch.stack([train_ds[int(j)][0] for j in idx])
+                feats = _features(backbone, train_view(xb.to(dev), size, mean, std, g))
             for pg in opt.param_groups:
                 pg["lr"] = _lr_at(recipe, base_lr, ep + i / steps_per_epoch, epochs)
-            loss = F.cross_entropy(fc(_features(backbone, x)), yb)
+            loss = F.cross_entropy(fc(feats), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -130,8 +144,9 @@ def linear_eval_frozen(backbone: nn.Module, train_ds, test_ds, size: int, mean, 
             tops.append(t)
             ys.append(test_ds.labels[idx])
     pred, top, y = torch.cat(preds), torch.cat(tops), torch.cat(ys)
+    views = "RandomResizedCrop+flip" if augment else "eval view, no augmentation"
     return {"protocol": f"standard linear protocol ({recipe}): frozen backbone in eval mode, "
-                        f"RandomResizedCrop+flip, {r['optimizer'].upper()} {r['schedule']}",
+                        f"{views}, {r['optimizer'].upper()} {r['schedule']}", "augment": augment,
             "recipe": recipe, "epochs": epochs, "batch_size": batch_size, "lr": base_lr,
             "momentum": r["momentum"], "weight_decay": r["weight_decay"], "steps": step,
             "train_loss": loss_v, "top1": float((pred == y).double().mean() * 100),

@@ -1,8 +1,9 @@
 """Every probe cross-checked against an independent reference on several feature sets.
 
-The augmented SGD protocols (``moco``, ``simsiam``) are not cross-checked here: on 8 px digits their
-RandomResizedCrop makes them a different estimator (measured 67.8 % vs the fast probe's 88.1 % on
-the same trained backbone), so no tolerance both holds and means something on this data.
+The SGD protocols (``moco``, ``simsiam``) are cross-checked on the same features as the fast probe
+(``augment=False``: trained on the eval view, so only the optimiser differs). With their
+RandomResizedCrop on 8 px digits they are a different estimator (measured 67.8 % vs the fast
+probe's 88.1 % on the same trained backbone), so that is not what is compared.
 
 Feature sets: raw pixels, a random-init backbone, a trained export (a short SimCLR run on digits,
 made here), and synthetic features built so that the strong-L2 end of the sweep is flat and the
@@ -153,6 +154,43 @@ def test_fast_linear_probe_matches_tuned_sklearn(kind, digits_sets, trained_back
     # region of the grid and agree to solver tolerance there
     assert abs(ours["top1"] - ref) <= 0.5 + 100.0 / len(yte), (kind, ours["top1"], ref, ours["best_l2"], ref_l2)
     assert not any("below the nearest-class-mean" in w for w in ours["warnings"]), ours["warnings"]
+
+
+# ------------------------------------------------------------------ the SGD protocols
+# On the trained export's digits features (fast probe 88.89 %), measured: moco at its published
+# recipe (SGD lr 30, batch 256, 100 epochs, x0.1 at 60 and 80) 86.11-86.39 % (300 epochs: 86.94);
+# simsiam's LARS at the paper's total relative step 88.33 %. Neither standardises the features nor
+# tunes an L2 penalty (both run at weight decay 0, as published), hence the stated tolerances:
+# moco within 4 points, simsiam within 2. A wrong schedule, initialisation or LARS trust ratio
+# lands far outside them (simsiam with LARS but 450 steps at the batch-scaled lr: 12.8 %).
+# Random-init features are not used here: unstandardised, the SGD recipes do not converge on them
+# in their published epoch budgets (moco 57.5 % vs 73.6 %), which is a property of the protocol.
+def _sgd_vs_fast(recipe: str, digits_sets, trained_backbone, **kw) -> tuple[float, float, dict]:
+    from probes.linear_sgd import linear_eval_frozen
+
+    train, test = digits_sets
+    xtr, ytr, xte, yte = _features("trained", digits_sets, trained_backbone)
+    fast = linear_probe(xtr, ytr, xte, yte, l2_values=GRID)["top1"]
+    sgd = linear_eval_frozen(trained_backbone, train, test, 16, train.mean, train.std, recipe=recipe,
+                             batch_size=256, augment=False, **kw)
+    return fast, sgd["top1"], sgd
+
+
+def test_moco_protocol_matches_fast_probe_on_the_same_features(digits_sets, trained_backbone):
+    fast, sgd, r = _sgd_vs_fast("moco", digits_sets, trained_backbone, epochs=100)
+    assert r["lr"] == 30.0 and r["steps"] == 100 * (len(digits_sets[0]) // 256) and r["augment"] is False
+    assert abs(sgd - fast) <= 4.0, (sgd, fast)
+
+
+def test_simsiam_protocol_matches_fast_probe_on_the_same_features(digits_sets, trained_backbone):
+    # LARS moves each weight matrix by lr x eta x its norm per step (facebookresearch/simsiam
+    # main_lincls.py: LARC, trust 0.001, clip off), so what the recipe fixes is the total relative
+    # step lr x eta x steps: 0.32 x 0.001 x (90 epochs x 1.28M / 4096) = 9.0 on ImageNet. Digits
+    # give 5 steps per epoch: 450 epochs (2,250 steps) at lr 9.0 / (0.001 x 2,250) = 4.0.
+    steps = 450 * (len(digits_sets[0]) // 256)
+    fast, sgd, r = _sgd_vs_fast("simsiam", digits_sets, trained_backbone, epochs=450, lr=9.0 / (0.001 * steps))
+    assert r["steps"] == steps
+    assert abs(sgd - fast) <= 2.0, (sgd, fast)
 
 
 def test_sanity_warning_when_linear_is_far_below_knn():
