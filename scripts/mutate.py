@@ -18,6 +18,7 @@ Usage (not part of CI; see docs/testing.md)::
     python3 scripts/mutate.py                     # every mutant, prints the score and survivors
     python3 scripts/mutate.py --list              # only list the mutants
     python3 scripts/mutate.py --only rules.py --limit 20
+    python3 scripts/mutate.py --stride 3 --offset 1   # every third mutant, starting at the second
 """
 from __future__ import annotations
 
@@ -194,6 +195,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="stop after this many mutants (0: all)")
     ap.add_argument("--pick", help="comma-separated FILE#INDEX (as --list prints) to run only those")
     ap.add_argument("--stride", type=int, default=1, help="run every k-th mutant only (a deterministic sample)")
+    ap.add_argument("--offset", type=int, default=0,
+                    help="start the stride at this mutant (--stride 3 --offset 1: the third not sampled by offset 0)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant; a timeout counts as killed")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--json", help="write every mutant's outcome to this file")
@@ -203,7 +206,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.pick:
         want = {tuple(p.rsplit("#", 1)) for p in args.pick.split(",")}
         mutants = [m for m in mutants if (Path(m.file).name, str(m.index)) in want or (m.file, str(m.index)) in want]
-    mutants = mutants[::max(1, args.stride)]
+    mutants = mutants[args.offset::max(1, args.stride)]
     if args.limit:
         mutants = mutants[:args.limit]
     if args.list:

@@ -255,3 +255,55 @@ def test_vicreg_ctr_rule_on_a_rank_slice_equals_the_global_rows() -> None:
     full = rules.sample_exp_grad(u, pos, pos, 0, 1.0, 0.1)
     part = rules.sample_exp_grad(u[5:], pos[5:], pos, 5, 1.0, 0.1)
     assert torch.allclose(part, full[5:], rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["byol", "simsiam"])
+def test_loss_form_predictor_is_the_papers_two_layer_mlp(name: str) -> None:
+    """BYOL (``byol_experiment.py``) and SimSiam (``builder.py``): Linear - BN - ReLU - Linear on
+    the loss form's online branch; the grad form's predictor is the linear ``W_p`` (no module)."""
+    pred = build_method(name, 8, form="loss").build_predictor(8, 5)
+    kinds = [type(m) for m in pred]
+    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    assert (pred[0].in_features, pred[0].out_features, pred[3].out_features) == (8, 5, 8)
+    assert build_method(name, 8, form="grad").build_predictor(8, 5) is None
+
+
+def _every_case():
+    from transfer.methods import METHODS
+
+    return [(m, f, mom) for m in METHODS.names() for f in METHODS.get(m).forms for mom in (True, False)]
+
+
+@pytest.mark.parametrize("case", _every_case(), ids=lambda c: f"{c[0]}-{c[1]}-{'ema' if c[2] else 'noema'}")
+def test_rank_one_of_two_equals_one_process(case, monkeypatch) -> None:
+    """Rank 1 of a simulated 2-rank world: the other rank holds the same rows reversed, so every
+    gathered tensor (a row-wise function of the local rows) is ``cat([flip(x), x])`` and every
+    all-reduced statistic (permutation-invariant) is the local one. Then rank 1's loss equals the
+    1-process loss on that global batch only if every rank offset (anchor masks, positives) is
+    ``rank x local batch``: an offset of 0 on rank 1 masks another sample's copy instead of the
+    anchor's own. (The real 2-process check is tests/trainer/test_ddp_every_method.py, slow.)"""
+    import transfer.methods.base as mb
+    import transfer.methods.contrastive as mc
+    import transfer.methods.decorrelation as md
+
+    name, form, momentum = case
+    n, d = 6, 8
+    g = torch.Generator().manual_seed(11)
+    z1, z2, t1, t2, p1, p2 = (torch.randn(n, d, generator=g, dtype=torch.float64) for _ in range(6))
+    if not momentum:
+        t1, t2 = z1, z2
+
+    def glob(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.flip(0), x], 0)
+
+    one = build_method(name, d, form=form, momentum=momentum).double()
+    expect, _ = one(Views(*(glob(x) for x in (z1, z2, t1, t2, p1, p2))), 0)
+    for mod in (mb, mc):
+        monkeypatch.setattr(mod, "rank", lambda: 1)
+    for mod, fn in ((mb, "gather_nograd"), (mc, "gather_nograd"), (mc, "gather_with_grad"),
+                    (md, "gather_nograd"), (md, "gather_with_grad")):
+        if hasattr(mod, fn):
+            monkeypatch.setattr(mod, fn, glob)
+    two = build_method(name, d, form=form, momentum=momentum).double()
+    got, _ = two(Views(z1, z2, t1, t2, p1, p2), 0)
+    assert torch.allclose(got, expect, rtol=1e-10, atol=1e-12), f"rank 1: {float(got):.12g}, 1 process: {float(expect):.12g}"

@@ -7,7 +7,8 @@ p=0.5, horizontal flip. Here every op runs on a whole uint8 batch as tensor ops 
 training device, driven by an explicit ``torch.Generator`` so a step's views are a pure function of
 (seed, step, rank): exact resume needs no data-loader state.
 
-The crop box follows torchvision's ``RandomResizedCrop`` (10 tries, then the centre fallback).
+The crop box follows torchvision's ``RandomResizedCrop`` (10 tries, then the centre fallback),
+drawn over each image's full frame (folder datasets arrive as a :class:`PaddedBatch`).
 Differences from torchvision's per-image ops, stated: the jitter order is fixed (brightness, contrast, saturation, hue);
 hue is a rotation in YIQ space; blur kernel = odd(0.1 x size) with sigma scaled by size/224.
 Grayscale-aware: on 1-channel data the saturation, hue and grayscale ops are skipped (they are
@@ -97,12 +98,54 @@ def crop_boxes(width: torch.Tensor, height: torch.Tensor, cfg: AugmentConfig, g:
     return x0, y0, cw, ch
 
 
-def random_resized_crop(x: torch.Tensor, cfg: AugmentConfig, g: Draw) -> torch.Tensor:
-    """Crop (:func:`crop_boxes` on the batch's pixel size) + flip + resize of a float batch
-    (B, C, H, W) to ``cfg.size`` with one ``grid_sample``."""
+@dataclass
+class PaddedBatch:
+    """Images of different sizes in one tensor: image ``i`` sits at the top-left of ``images[i]``
+    (B, C, Hmax, Wmax), its true size is ``sizes[i] = (h, w)``, and the padding repeats its last
+    row and column. A crop box lies inside the true image, so bilinear sampling at the box edge
+    reads the repeated edge, as ``grid_sample``'s border padding does on the unpadded image: the
+    views equal per-image ones (``tests/methods/test_views.py``). ``shape`` and ``to`` let the
+    trainer treat it as the batch tensor."""
+
+    images: torch.Tensor
+    sizes: torch.Tensor
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.images.shape
+
+    def to(self, *args, **kwargs) -> "PaddedBatch":
+        images = self.images.to(*args, **kwargs)
+        return PaddedBatch(images, self.sizes.to(images.device))
+
+    def pin_memory(self) -> "PaddedBatch":  # DataLoader(pin_memory=True) calls this
+        return PaddedBatch(self.images.pin_memory(), self.sizes.pin_memory())
+
+    @staticmethod
+    def stack(images: Sequence[torch.Tensor]) -> "PaddedBatch":
+        """Pad (C, h, w) uint8 images to the largest h and w of the list, edge repeated."""
+        H, W = max(int(x.shape[-2]) for x in images), max(int(x.shape[-1]) for x in images)
+        out = torch.empty(len(images), images[0].shape[0], H, W, dtype=images[0].dtype)
+        for i, x in enumerate(images):
+            h, w = x.shape[-2], x.shape[-1]
+            out[i, :, :h, :w] = x
+            out[i, :, :h, w:] = x[:, :, w - 1:w]
+            out[i, :, h:, :] = out[i, :, h - 1:h, :]
+        return PaddedBatch(out, torch.tensor([[x.shape[-2], x.shape[-1]] for x in images], dtype=torch.long))
+
+
+def random_resized_crop(x: torch.Tensor, cfg: AugmentConfig, g: Draw,
+                        sizes: torch.Tensor | None = None) -> torch.Tensor:
+    """Crop (:func:`crop_boxes` on each image's pixel size: ``sizes`` (B, 2) = (h, w) of a
+    :class:`PaddedBatch`, else the batch's size) + flip + resize of a float batch (B, C, H, W) to
+    ``cfg.size`` with one ``grid_sample``."""
     b, dev = x.shape[0], x.device
     H, W = x.shape[-2], x.shape[-1]
-    x0, y0, cw, ch = crop_boxes(torch.full((b,), float(W), device=dev), torch.full((b,), float(H), device=dev), cfg, g)
+    if sizes is None:
+        hs, ws = torch.full((b,), float(H), device=dev), torch.full((b,), float(W), device=dev)
+    else:
+        hs, ws = sizes[:, 0].to(dev, torch.float32), sizes[:, 1].to(dev, torch.float32)
+    x0, y0, cw, ch = crop_boxes(ws, hs, cfg, g)
     flip = torch.where(g.bernoulli(cfg.p_flip), -1.0, 1.0)
     # pixel box -> normalised affine (align_corners=False: the image spans [-1, 1] edge to edge)
     theta = torch.zeros(b, 2, 3, device=dev)
@@ -187,23 +230,27 @@ class TwoViewAugment:
     def __init__(self, cfg: AugmentConfig, mean: Sequence[float], std: Sequence[float]) -> None:
         self.cfg, self.mean, self.std = cfg, tuple(mean), tuple(std)
 
-    def view(self, x: torch.Tensor, g: Draw) -> torch.Tensor:
-        y = random_resized_crop(x, self.cfg, g)
+    def view(self, x: torch.Tensor, g: Draw, sizes: torch.Tensor | None = None) -> torch.Tensor:
+        y = random_resized_crop(x, self.cfg, g, sizes)
         y = color_jitter(y, self.cfg, g)
         y = random_grayscale(y, self.cfg.p_gray, g)
         if self.cfg.p_blur > 0:
             y = gaussian_blur(y, self.cfg, g)
         return normalize(y, self.mean, self.std)
 
-    def __call__(self, x_uint8: torch.Tensor, g: torch.Generator, offset: int = 0,
+    def __call__(self, x_uint8: torch.Tensor | PaddedBatch, g: torch.Generator, offset: int = 0,
                  total: int | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Views of rows ``offset .. offset+B`` of a global batch of ``total`` (default: B)."""
+        """Views of rows ``offset .. offset+B`` of a global batch of ``total`` (default: B); a
+        :class:`PaddedBatch` (folder datasets) is cropped from each image's full frame."""
+        sizes = None
+        if isinstance(x_uint8, PaddedBatch):
+            x_uint8, sizes = x_uint8.images, x_uint8.sizes
         assert x_uint8.dtype == torch.uint8 and x_uint8.dim() == 4, \
             f"expected a uint8 (B, C, H, W) batch, got {x_uint8.dtype} {tuple(x_uint8.shape)}"
         b = x_uint8.shape[0]
         d = Draw(g, x_uint8.device, total or b, offset, b)
         x = x_uint8.float().div_(255.0)
-        return self.view(x, d), self.view(x, d)
+        return self.view(x, d, sizes), self.view(x, d, sizes)
 
 
 def eval_transform(x_uint8: torch.Tensor, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

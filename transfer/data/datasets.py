@@ -182,12 +182,41 @@ def synthetic(split: str = "train", root: Optional[str] = None, n: Optional[int]
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-class ImageFolderDataset(ImageDataset):
-    """``root/<class>/<image>`` (torchvision's ImageFolder layout), decoded lazily with Pillow and
-    resized (shorter side) then centre-cropped to ``load_size`` so batches stack; random crops are
-    taken from that by the batched augmentation."""
+def resize_short_side(w: int, h: int, size: int) -> Tuple[int, int]:
+    """torchvision ``Resize(size)``'s output (width, height): the short side becomes ``size``, the
+    long side ``int(size * long / short)`` (truncated, as ``_compute_resized_output_size``)."""
+    if w <= h:
+        return size, int(size * h / w)
+    return int(size * w / h), size
 
-    def __init__(self, root: Path, load_size: int = 256) -> None:
+
+def centre_box(w: int, h: int, size: int) -> Tuple[int, int, int, int]:
+    """torchvision ``CenterCrop(size)``'s box (left, top, right, bottom): offsets
+    ``int(round((w - size) / 2))``. A centre crop of ``load_size`` = 256 then the eval view's centre
+    224 (offset 16) is torchvision's single centre crop of 224: Python's round-half-to-even
+    commutes with adding an even integer."""
+    left, top = int(round((w - size) / 2.0)), int(round((h - size) / 2.0))
+    return left, top, left + size, top + size
+
+
+class ImageFolderDataset(ImageDataset):
+    """``root/<class>/<image>`` (torchvision's ImageFolder layout), decoded lazily with Pillow, one
+    image per item.
+
+    Two decodes of the same file:
+
+    - ``ds[i]`` (every evaluation path: k-NN monitor, probes, fine-tuning): torchvision's
+      ``Resize(load_size)`` + ``CenterCrop(load_size)`` on the PIL image, so items stack; the eval
+      view (:func:`~transfer.data.augment.eval_transform`, size 224) then crops the centre 224, which
+      equals ``Resize(256)`` + ``CenterCrop(224)`` (see :func:`centre_box`).
+    - :meth:`full_image` (training): the whole image, so the RandomResizedCrop boxes are drawn
+      over the full frame as torchvision's (borders included). Images whose long side exceeds
+      ``max_side`` (default ``2 x load_size``) are first downscaled isotropically to that long side:
+      box area fractions and aspect ratios are those of the original up to pixel rounding, and a
+      batch padded to the largest image stays bounded (B x 3 x max_side^2 bytes).
+    """
+
+    def __init__(self, root: Path, load_size: int = 256, max_side: Optional[int] = None) -> None:
         if not root.is_dir():
             raise UserError(f"image folder not found: {root}")
         classes = sorted(d.name for d in root.iterdir() if d.is_dir())
@@ -204,26 +233,36 @@ class ImageFolderDataset(ImageDataset):
         self.name, self.root, self.files, self.classes = root.name, root, files, classes
         self.labels = torch.tensor(labels, dtype=torch.long)
         self.load_size = load_size
+        self.max_side = int(max_side or 2 * load_size)
         self.grayscale = False
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
 
-    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int]:
+    def _decode(self, i: int, full: bool) -> torch.Tensor:
         from PIL import Image
 
         try:
             with Image.open(self.files[i]) as im:
                 im = im.convert("RGB")
                 w, h = im.size
-                s = self.load_size / min(w, h)
-                im = im.resize((max(self.load_size, round(w * s)), max(self.load_size, round(h * s))),
-                               Image.BILINEAR)
-                w, h = im.size
-                l, t = (w - self.load_size) // 2, (h - self.load_size) // 2
-                im = im.crop((l, t, l + self.load_size, t + self.load_size))
+                if not full:
+                    nw, nh = resize_short_side(w, h, self.load_size)
+                    if (nw, nh) != (w, h):
+                        im = im.resize((nw, nh), Image.BILINEAR)
+                    im = im.crop(centre_box(nw, nh, self.load_size))
+                elif max(w, h) > self.max_side:
+                    s = self.max_side / max(w, h)
+                    im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)
         except (OSError, ValueError, Image.DecompressionBombError) as e:  # bomb: Pillow's pixel limit
             raise UserError(f"cannot decode image {self.files[i]}: {e}") from None
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous(), int(self.labels[i])
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int]:
+        return self._decode(i, full=False), int(self.labels[i])
+
+    def full_image(self, i: int) -> Tuple[torch.Tensor, int]:
+        """The whole image (long side at most ``max_side``), uint8 (3, H, W), and its label."""
+        return self._decode(i, full=True), int(self.labels[i])
 
 
 @DATASETS.register("imagenet")

@@ -3,17 +3,18 @@
 Step ``s`` of a run always sees the same images: epoch ``e = s // steps_per_epoch`` draws a
 permutation from a generator seeded with ``(seed, e)``; the global batch is a contiguous slice of
 it, and rank ``r`` takes its ``r``-th share. Resuming at any step (mid-epoch included) therefore
-needs only the step counter. In-memory sets are gathered directly; folder sets decode in
-DataLoader workers.
+needs only the step counter. In-memory sets are gathered directly; folder sets decode whole images
+in DataLoader workers.
 """
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+from typing import Iterator, Tuple, Union
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import UserError
+from .augment import PaddedBatch
 from .datasets import ImageDataset
 
 
@@ -59,14 +60,37 @@ def _collate(items):
     return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
 
 
-def iterate_batches(ds: ImageDataset, sampler: StepBatches, workers: int = 0) -> Iterator[Tuple[int, torch.Tensor, torch.Tensor]]:
-    """(step, uint8 images (B, C, H, W), labels) for every step of the sampler."""
+def _collate_padded(items):
+    xs, ys = zip(*items)
+    return PaddedBatch.stack(xs), torch.tensor(ys, dtype=torch.long)
+
+
+class _FullImages(Dataset):
+    """A folder dataset's training decode (:meth:`ImageFolderDataset.full_image`), one per item."""
+
+    def __init__(self, ds: ImageDataset) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> Tuple[torch.Tensor, int]:
+        return self.ds.full_image(i)
+
+
+def iterate_batches(ds: ImageDataset, sampler: StepBatches,
+                    workers: int = 0) -> Iterator[Tuple[int, Union[torch.Tensor, PaddedBatch], torch.Tensor]]:
+    """(step, uint8 images, labels) for every step of the sampler: in-memory sets give a
+    (B, C, H, W) tensor; folder sets (with ``full_image``) a :class:`PaddedBatch` of whole images,
+    decoded per item in the workers, so training crops see the full frame."""
     if ds.images is not None:
         for step, idx in zip(range(sampler.start, sampler.end), sampler):
             t = torch.as_tensor(idx)
             yield step, ds.images[t], ds.labels[t]
         return
-    loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=_collate,
+    full = hasattr(ds, "full_image")
+    loader = DataLoader(_FullImages(ds) if full else ds, batch_sampler=sampler, num_workers=workers,
+                        collate_fn=_collate_padded if full else _collate,
                         persistent_workers=False, pin_memory=torch.cuda.is_available())
     for step, (x, y) in zip(range(sampler.start, sampler.end), loader):
         yield step, x, y
