@@ -68,6 +68,20 @@ def setup_distributed(device: Optional[str] = None) -> torch.device:
 
 # settings a resumed run may change (train.* is never compared): they do not change what a step computes
 RESUME_MAY_CHANGE = ("optim.max_steps", "data.workers", "data.root")
+IDENTITY_SECTIONS = ("seed", "method", "model", "data", "optim", "ema")
+
+
+def run_identity(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """What makes two configs "the same run": the flat ``section.key`` values that decide what step
+    ``s`` computes (seed, method, model, data, optim, ema), without :data:`RESUME_MAY_CHANGE`.
+    The resume check compares it key by key; the method study stores it to reuse finished cells."""
+    def flat(d: Dict[str, Any], pre: str = "") -> Dict[str, Any]:
+        return {k: v for sec, sub in d.items() for k, v in
+                (flat(sub, f"{pre}{sec}.").items() if isinstance(sub, dict) else [(f"{pre}{sec}", sub)])}
+    return {k: v for k, v in flat(cfg).items()
+            if k.split(".")[0] in IDENTITY_SECTIONS and k not in RESUME_MAY_CHANGE}
+
+
 # atomic_write's temp files (``.<name>.<random>.tmp``) of the files a run folder holds
 RUN_FILES = ("checkpoint.pt", "backbone.safetensors", "config.yaml", "log.jsonl")
 
@@ -161,13 +175,10 @@ class Trainer:
         except json.JSONDecodeError:
             saved = {}
         # everything that changes what step s computes must match; train.* and optim.max_steps may change
-        def flat(d, pre=""):
-            return {k: v for sec, sub in d.items() for k, v in
-                    (flat(sub, f"{pre}{sec}.").items() if isinstance(sub, dict) else [(f"{pre}{sec}", sub)])}
-        now = {k: v for k, v in flat(self.cfg).items() if k.split(".")[0] in ("seed", "method", "model", "data", "optim", "ema")}
-        was = flat(saved) if isinstance(saved, dict) else {}
+        now = run_identity(self.cfg)
+        was = run_identity(saved) if isinstance(saved, dict) else {}
         for k, v in sorted(now.items()):
-            if k in RESUME_MAY_CHANGE or k not in was:
+            if k not in was:
                 continue
             if was[k] != v:
                 raise UserError(f"{path} was trained with {k}={was[k]!r}, the config now says {v!r}; "

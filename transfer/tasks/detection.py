@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ..errors import UserError
+from ..errors import TaskUnavailable, UserError
 from .base import TASKS, Task, data_root, register_task
 
 # Settings every detection task has (detectron2's defaults where it has one); tasks override.
@@ -190,12 +190,12 @@ def resolve_engine(task: Task, engine: str) -> str:
             ok, _ = ENGINES[e]()
             if ok:
                 return e
-        raise UserError(f"no engine available for {task.name} (tried {task.engines})")
+        raise TaskUnavailable(f"no engine available for {task.name} (tried {task.engines})")
     if engine not in task.engines:
         raise UserError(f"--engine {engine!r}: {task.name} runs on {', '.join(task.engines)} (or auto)")
     ok, why = ENGINES[engine]()
     if not ok:
-        raise UserError(f"--engine {engine}: unavailable ({why})")
+        raise TaskUnavailable(f"--engine {engine}: unavailable ({why})")
     return engine
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from ..checkpoint import atomic_write, atomic_write_text
 from ..engines import ENGINES, register_engine
 from ..engines import seg_embedded
-from ..errors import UserError
+from ..errors import TaskUnavailable, UserError
 from .base import TASKS, Task, data_root, register_task
 
 # ----------------------------------------------------------------------------- settings
@@ -163,7 +163,7 @@ def pick_engine(task: Task, engine: str, arch: Dict[str, Any]) -> str:
             raise UserError(f"task {task.name} runs on engines {', '.join(task.engines)}, not {engine!r}")
         ok, why = ENGINES[engine]()
         if not ok:
-            raise UserError(f"engine {engine} is not available: {why}")
+            raise TaskUnavailable(f"engine {engine} is not available: {why}")
         if engine == "mmseg" and arch.get("small"):
             raise UserError("engine mmseg: the small-image ResNet stem (3x3 conv, no max-pool) has no mmseg "
                             "equivalent; use --engine embedded")

@@ -1,0 +1,268 @@
+"""Run (or resume) the study: cells one after another, each phase's record written atomically.
+
+``OUT/cells/<id>/`` holds the trainer's run folder (the trainer resumes a killed cell from its
+``checkpoint.pt``) and ``cell.json`` (pretraining + probes: the finished cell); ``OUT/cells/<id>/
+transfer/<task>.json`` one fine-tuning run; ``OUT/baselines/`` the random-init and raw-pixel rows.
+A rerun reuses every record that exists, so an interrupted study resumes; a record made under
+another setting is refused (the trainer's own notion of "the same run", :func:`run_identity`).
+A failed phase is recorded and not retried unless ``retry_failed``; a task that cannot run here
+(:class:`TaskUnavailable`) is not recorded, so it runs once its data or engine is present.
+After ``max_minutes`` no new phase starts: the invocation stops between phases and says how many
+remain.
+"""
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from ..checkpoint import atomic_write_text
+from ..errors import TaskUnavailable, UserError
+from ..trainer import run_identity
+from .plan import Cell, cell_config, plan_cells
+
+
+@dataclass
+class StudySpec:
+    out: str
+    methods: List[str]
+    recipe: str
+    epochs: float
+    seeds: int
+    transfer_iters: int
+    tasks: List[str] = field(default_factory=lambda: ["fmnist_det", "fmnist_seg"])
+    variants: Optional[List[str]] = None  # None: all
+    overrides: List[str] = field(default_factory=list)
+    device: str = "cpu"
+    max_minutes: float = 150.0
+    retry_failed: bool = False
+    budget: str = "custom"
+    command: str = ""
+
+
+def read_json(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None  # absent (or torn outside atomic_write): redo the phase
+
+
+def write_json(path: Path, obj: Dict[str, Any]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(path), json.dumps(obj, indent=1, default=str) + "\n")
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, UserError):
+        return str(e).splitlines()[0][:300]
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:240]}{where}"
+
+
+def _identity(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    return json.loads(json.dumps(run_identity(cfg), default=str))  # as a JSON record stores it
+
+
+def _same_run(stored: Dict[str, Any], now: Dict[str, Any]) -> bool:
+    """The trainer's resume rule: every key both know has the same value."""
+    return all(stored[k] == v for k, v in now.items() if k in stored)
+
+
+def run_transfer_task(task: str, ckpt: str, out_dir: Path, iters: int, seed: int, device: str) -> Dict[str, float]:
+    """One fine-tuning run of a registered task -> its headline metrics. The study's only way into
+    the task engines (raises :class:`TaskUnavailable` when data or engine is missing)."""
+    from ..tasks import TASKS
+
+    if TASKS.get(task).kind == "det":
+        from ..tasks.detection import run_task
+    else:
+        from ..tasks.segmentation import run_task
+    res = run_task(task, ckpt, out_dir=str(out_dir), max_iter=iters, device=device, seed=seed, progress=False)
+    if TASKS.get(task).kind == "det":
+        return {k: float(res["bbox"][k]) for k in ("AP", "AP50")}
+    return {"mIoU": float(res["mIoU"])}
+
+
+def _probes(ckpt: str, data: str, size: int, out_dir: Path, device: str) -> Dict[str, Any]:
+    """k-NN (k=20 reported) and the linear probe, exactly as ``transfer probe`` runs them, at the
+    cells' input size (the baselines too)."""
+    from probes.run import ProbeConfig, run_probes
+
+    t = time.time()
+    rep = run_probes(["knn", "linear"], ckpt, data, out_dir, ProbeConfig(size=size, device=device, use_cache=False),
+                     stem="probes")
+    s = rep["summary"]
+    return {"knn": s.get("knn_top1_k20"), "linear": s.get("linear_top1"), "probe_s": round(time.time() - t, 1),
+            "warnings": rep["warnings"][:10]}
+
+
+class Study:
+    def __init__(self, spec: StudySpec, log: Callable[[str], None] = print) -> None:
+        self.spec, self.log, self.out = spec, log, Path(spec.out)
+        self.cells = plan_cells(spec.methods, spec.seeds, spec.variants)
+        if not self.cells:
+            raise UserError("no cell to run: none of the methods has the requested variants")
+        self.cfgs = {c.cell_id: cell_config(spec.recipe, spec.epochs, spec.overrides, spec.out, c) for c in self.cells}
+        first = self.cfgs[self.cells[0].cell_id]
+        self.data, self.size = first["data"]["name"], int(first["data"]["size"])
+        self.arch = f"{first['model']['arch']}:{first['model']['width']}"
+        self.counts = {"trained": 0, "probed": 0, "reused": 0, "transfer_ran": 0, "transfer_skipped": 0}
+
+    # ------------------------------------------------------------------ the plan as phases
+    def phases(self) -> List[Dict[str, Any]]:
+        """Every phase in run order: per seed its cells (each followed by its transfer runs), then
+        that seed's random-init row; raw pixels first."""
+        ph = [{"what": "probe", "id": "pixels", "ckpt": "pixels", "path": self.out / "baselines" / "pixels" / "cell.json"}]
+        for s in range(self.spec.seeds):
+            for c in [c for c in self.cells if c.seed == s]:
+                d = self.out / "cells" / c.cell_id
+                ph.append({"what": "cell", "id": c.cell_id, "cell": c, "path": d / "cell.json"})
+                if c.transfer:
+                    ph += [{"what": "transfer", "id": c.cell_id, "task": t, "seed": s, "dir": d,
+                            "path": d / "transfer" / f"{t}.json"} for t in self.spec.tasks]
+            d = self.out / "baselines" / f"random__s{s}"
+            ph.append({"what": "probe", "id": f"random__s{s}", "ckpt": f"random:{self.arch}:{s}", "seed": s,
+                       "path": d / "cell.json"})
+            ph += [{"what": "transfer", "id": f"random__s{s}", "task": t, "seed": s, "dir": d, "ckpt": f"random:{self.arch}:{s}",
+                    "path": d / "transfer" / f"{t}.json"} for t in self.spec.tasks]
+        return ph
+
+    def done(self, p: Dict[str, Any]) -> bool:
+        rec = read_json(p["path"])
+        if rec is None or (rec["status"] == "failed" and self.spec.retry_failed):
+            return False
+        if p["what"] == "transfer":
+            return rec.get("iters") == self.spec.transfer_iters
+        if p["what"] == "probe":
+            return rec.get("ckpt") == p["ckpt"] and rec.get("data") == self.data
+        return True  # a cell: its identity is checked up front
+
+    def check_setting(self) -> None:
+        """Refuse, before anything runs, cells trained under another setting (finished: cell.json;
+        interrupted: the trainer's config.yaml)."""
+        import yaml
+
+        for c in self.cells:
+            now = _identity(self.cfgs[c.cell_id])
+            d = self.out / "cells" / c.cell_id
+            rec = read_json(d / "cell.json")
+            old = rec.get("identity") if rec else None
+            if old is None and (d / "config.yaml").is_file():
+                old = _identity(yaml.safe_load((d / "config.yaml").read_text()))
+            if old is not None and not _same_run(old, now):
+                k = next(k for k, v in now.items() if k in old and old[k] != v)
+                raise UserError(f"{d} was trained under another setting ({k}={old[k]!r}, now {now[k]!r}); "
+                                f"use another --out or remove the folder")
+
+    # ------------------------------------------------------------------ phases
+    def run_cell(self, c: Cell, path: Path) -> None:
+        from ..trainer import Trainer
+
+        cfg = self.cfgs[c.cell_id]
+        rec: Dict[str, Any] = {**asdict(c), "cell": c.cell_id, "identity": _identity(cfg), "data": self.data}
+        t = time.time()
+        try:
+            self.counts["trained"] += 1
+            res = Trainer(cfg, device=self.spec.device, quiet=True).fit()
+            rec.update(steps=int(res["step"]), pos_sim=res.get("pos_sim"), pretrain_s=round(time.time() - t, 1))
+            self.counts["probed"] += 1
+            rec.update(_probes(str(path.parent / "backbone.safetensors"), self.data, self.size, path.parent / "probes",
+                               self.spec.device), status="ok")
+        except Exception as e:  # noqa: BLE001 - one bad cell (diverged, NaN) must not stop the study
+            rec.update(status="failed", reason=_reason(e))
+        write_json(path, rec)
+
+    def run_probe(self, p: Dict[str, Any]) -> None:
+        rec: Dict[str, Any] = {"cell": p["id"], "ckpt": p["ckpt"], "data": self.data, "seed": p.get("seed")}
+        try:
+            self.counts["probed"] += 1
+            rec.update(_probes(p["ckpt"], self.data, self.size, p["path"].parent / "probes", self.spec.device),
+                       status="ok")
+        except Exception as e:  # noqa: BLE001
+            rec.update(status="failed", reason=_reason(e))
+        write_json(p["path"], rec)
+
+    def run_transfer(self, p: Dict[str, Any]) -> Optional[str]:
+        ckpt = p.get("ckpt") or str(p["dir"] / "backbone.safetensors")
+        if "ckpt" not in p and (read_json(p["dir"] / "cell.json") or {}).get("status") != "ok":
+            return "skipped: the cell has no backbone"
+        rec: Dict[str, Any] = {"cell": p["id"], "task": p["task"], "iters": self.spec.transfer_iters, "seed": p["seed"]}
+        t = time.time()
+        try:
+            self.counts["transfer_ran"] += 1
+            rec.update(metrics=run_transfer_task(p["task"], ckpt, p["dir"] / "transfer" / p["task"],
+                                                 self.spec.transfer_iters, p["seed"], self.spec.device), status="ok")
+        except TaskUnavailable as e:
+            self.counts["transfer_skipped"] += 1
+            return f"skipped: {_reason(e)}"  # not recorded: runs once the task is available
+        except Exception as e:  # noqa: BLE001
+            rec.update(status="failed", reason=_reason(e))
+        rec["seconds"] = round(time.time() - t, 1)
+        write_json(p["path"], rec)
+        return rec["status"]
+
+    # ------------------------------------------------------------------ the invocation
+    def run(self) -> Dict[str, Any]:
+        t0 = time.time()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.check_setting()
+        phases = self.phases()
+        todo = [p for p in phases if not self.done(p)]
+        self.counts["reused"] = len(phases) - len(todo)
+        self.log(f"transfer bench methods: {len(self.cells)} cells, {len(phases)} phases on {self.data}; "
+                 f"{len(todo)} to run, {self.counts['reused']} reused; out {self.out}")
+        skipped: List[str] = []
+        left = cells_left = 0
+        for i, p in enumerate(todo):
+            if time.time() - t0 > self.spec.max_minutes * 60:
+                left, cells_left = len(todo) - i, sum(q["what"] == "cell" for q in todo[i:])
+                break
+            if p["what"] == "cell":
+                self.run_cell(p["cell"], p["path"])
+                note = read_json(p["path"])["status"]
+            elif p["what"] == "probe":
+                self.run_probe(p)
+                note = read_json(p["path"])["status"]
+            else:
+                note = self.run_transfer(p) or ""
+                if note.startswith("skipped"):
+                    skipped.append(f"{p['id']} {p['task']}: {note}")
+            self.log(f"[{i + 1}/{len(todo)}] {p['what']} {p['id']}{' ' + p['task'] if 'task' in p else ''}: {note}")
+        wall = round(time.time() - t0, 1)
+        study = read_json(self.out / "study.json") or {}
+        study["invocations"] = study.get("invocations", []) + [{"wall_s": wall, "left": left, "cells_left": cells_left,
+                                                             **self.counts}]
+        write_json(self.out / "study.json", study)
+        if left:
+            self.log(f"transfer bench methods: stopped after {self.spec.max_minutes:g} min: {cells_left} of "
+                     f"{len(self.cells)} cells and {left} of {len(phases)} phases (cells, probes, transfer runs) "
+                     f"remain; rerun the same command to resume")
+        return {"left": left, "counts": dict(self.counts), "skipped": skipped, "wall_s": wall,
+                "invocations": study["invocations"], "records": self.records()}
+
+    def records(self) -> Dict[str, Any]:
+        """Everything measured so far: cells, baselines and transfer records, read back from disk."""
+        cells = [read_json(self.out / "cells" / c.cell_id / "cell.json") or {**asdict(c), "cell": c.cell_id,
+                                                                             "status": "not run"} for c in self.cells]
+        base = [r for r in (read_json(p["path"]) for p in self.phases() if p["what"] == "probe") if r]
+        tr = [r for r in (read_json(p["path"]) for p in self.phases() if p["what"] == "transfer") if r]
+        return {"cells": cells, "baselines": base, "transfer": tr}
+
+
+def run_study(spec: StudySpec, doc: Optional[str] = None, log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Run or resume; write ``OUT/table.json``, ``OUT/benchmarks.md`` (and ``doc``). Returns the table."""
+    from .doc import build_table, write_doc
+
+    study = Study(spec, log)
+    res = study.run()
+    table = build_table(spec, study.cells, res["records"], study.cfgs[study.cells[0].cell_id], res)
+    write_json(Path(spec.out) / "table.json", table)
+    for path in [Path(spec.out) / "benchmarks.md"] + ([Path(doc)] if doc else []):
+        write_doc(table, path)
+    log(f"transfer bench methods: {res['counts']['trained']} cells trained, {res['counts']['reused']} phases reused, "
+        f"{res['counts']['transfer_ran']} transfer runs; {res['wall_s']:.0f} s; {Path(spec.out) / 'benchmarks.md'}")
+    return table
