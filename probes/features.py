@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from transfer.checkpoint import atomic_write
 from transfer.data import eval_transform
 from transfer.errors import UserError
+from transfer.sources import FeatureSource
 
-from .source import FeatureSource
 
 TRANSFORM_VERSION = "eval_transform/2"  # /2: ImageNet-sized images resize 256 + centre crop 224
 

@@ -55,13 +55,13 @@ from torch import nn
 from transfer.backbones import arch_name
 from transfer.data import eval_transform
 from transfer.errors import UserError
+from transfer.sources import FeatureSource, load_source
 
 from .features import pixel_features
 from .knn import per_class_accuracy
 from .linear import default_sweep, linear_probe
 from .linear_sgd import train_view
 from .run import ProbeConfig, _native_size, load_inputs
-from .source import FeatureSource, load_source
 
 PROTOCOL = ("semi-supervised fine-tuning (SimCLR / BYOL): class-balanced labelled subset of train, whole "
             "backbone + linear head, Nesterov SGD, cosine lr, no warm-up, RandomResizedCrop+flip; test top-1")

@@ -10,7 +10,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from transfer.data import build_dataset
+from transfer.devices import resolve_device
 from transfer.errors import UserError
+from transfer.sources import FeatureSource, load_source
 
 from .features import cached_features, make_transform
 from .fewshot import fewshot_eval, lowshot_curve
@@ -18,7 +20,6 @@ from .knn import weighted_knn
 from .linear import SANITY_POINTS, default_sweep, linear_probe
 from .plots import pca_2d
 from .report import write_reports
-from .source import FeatureSource, load_source
 
 PROBES = ("knn", "linear", "fewshot")
 
@@ -78,8 +79,7 @@ def _native_size(ds) -> int:
 def load_inputs(ckpt: str, data: str, cfg: ProbeConfig) -> Tuple[FeatureSource, Any, Any]:
     """The checkpoint source and both splits, with the device and empty-split checks every probe needs
     (the frozen-feature probes and the fine-tuning probe alike)."""
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA device is available")
+    resolve_device(cfg.device)  # a clear error for an unknown device or CUDA missing, before any work
     source = load_source(ckpt)
     train_ds = build_dataset(data, cfg.train_split, root=cfg.data_root)
     test_ds = build_dataset(data, cfg.test_split, root=cfg.data_root)

@@ -20,9 +20,15 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+import torch
+
+from transfer.devices import resolve_device
 from transfer.errors import UserError
 
-from . import register_engine
+from converters.writers import get_writer
+
+from .base import Engine, Job, no_small_stem, register_engine
+from .det_torchvision import resolve_mean_std
 
 
 def _where(e: BaseException) -> str:
@@ -79,8 +85,6 @@ def _check_available():
     except Exception as e:  # a missing module, compiled op or attribute (e.g. Pillow's removed Image.LINEAR)
         return False, f"{ver} is installed but " + _missing(e, "importing its training and modelling path")
     try:
-        import torch
-
         register_extra_norm_heads()
         cfgd = build_config({"max_iter": 1, "min_size_test": 64, "max_size": 64, "fpn_channels": 16,
                              "box_head_dim": 16, "mask_head_dim": 8, "mask_on": True, "norm": "BN", "fpn_norm": "BN",
@@ -96,7 +100,6 @@ def _check_available():
     return True, ""
 
 
-register_engine("detectron2", available)
 
 
 def _tuple(v) -> List[int]:
@@ -339,15 +342,14 @@ def _check_fingerprint(out_dir: Path, weights: str, s: Dict[str, Any], eval_only
     atomic_write_text(fp_path, json.dumps(want, indent=1))
 
 
-def run(source, train_split, test_split, s: Dict[str, Any], out_dir: Path, eval_only: bool = False,
-        device: str = "auto", voc_metric: bool = False, task_name: str = "det", log=print) -> Dict[str, Any]:
-    import torch
-    from converters.writers import get_writer
-    from detectron2.engine import launch
+def run(job: Job) -> Dict[str, Any]:
+    """Train (unless ``eval_only``) and evaluate with detectron2's ``DefaultTrainer``."""
+    from detectron2.engine import launch  # optional heavy dependency: only when this engine runs
 
-    from .det_torchvision import pick_device, resolve_mean_std
+    source, train_split, test_split, s, out_dir = job.source, job.train, job.test, job.settings, job.out_dir
+    eval_only, device, voc_metric, task_name = job.eval_only, job.device, job.voc_metric, job.task.name
 
-    dev = pick_device(device)
+    dev = resolve_device(device)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     arch = source.backbone.arch_dict()
@@ -387,3 +389,6 @@ def run(source, train_split, test_split, s: Dict[str, Any], out_dir: Path, eval_
                   "device": dev.type, "config": str(out_dir / "d2_config.yaml"), "weights": str(pkl)}
     m["train"] = {"max_iter": int(s["max_iter"]), "num_gpus": ngpu}
     return m
+
+
+register_engine(Engine("detectron2", "det", check=available, run=run, accepts=no_small_stem))

@@ -39,14 +39,14 @@ import torch
 from torch import nn
 
 from transfer.checkpoint import atomic_write
+from transfer.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from transfer.devices import resolve_device
 from transfer.errors import UserError
 from transfer.progress import Progress
 
-from . import register_engine
+from .base import Engine, Job, register_engine
 from .det_eval import evaluate, to_coco_dets
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 STAGES = ("stem", "res2", "res3", "res4", "res5")
 
 
@@ -54,7 +54,6 @@ def available():
     return True, ""
 
 
-register_engine("torchvision", available)
 
 
 # ----------------------------------------------------------------------------------------- model
@@ -533,22 +532,11 @@ def predict(model, split, s: Dict[str, Any], device: torch.device) -> List[dict]
     return dets
 
 
-def pick_device(device: str) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        d = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device {device!r}: not a torch device (cpu, cuda, cuda:1, auto)") from None
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available on this machine")
-    return d
-
-
-def run(source, train_split, test_split, s: Dict[str, Any], out_dir: Path, eval_only: bool = False,
-        device: str = "auto", voc_metric: bool = False, log=print) -> Dict[str, Any]:
+def run(job: Job) -> Dict[str, Any]:
     """Train (unless ``eval_only``) and evaluate; returns the metrics and how they were produced."""
-    dev = pick_device(device)
+    source, train_split, test_split, s, out_dir = job.source, job.train, job.test, job.settings, Path(job.out_dir)
+    eval_only, device, voc_metric, log = job.eval_only, job.device, job.voc_metric, job.log
+    dev = resolve_device(device)
     torch.manual_seed(int(s.get("seed", 0)))
     num_classes = len(train_split.classes)
     model = build_model(source.backbone, num_classes, s, source.meta)
@@ -595,3 +583,6 @@ def _write_losses(out_dir: Path, losses: List[dict]) -> None:
     with open(p, "a") as f:
         for r in losses:
             f.write(json.dumps(r) + "\n")
+
+
+register_engine(Engine("torchvision", "det", check=available, run=run))

@@ -32,11 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import load_state, save_state
+from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from ..devices import resolve_device
 from ..errors import UserError
+from ..progress import Progress
+from .base import Engine, Job, register_engine
 from .seg_metrics import IGNORE_INDEX, ConfusionMatrix
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 STATE_FILE = "train_state.pt"
 
 
@@ -251,15 +254,13 @@ def _norm_stats(meta: Dict[str, Any], settings: Dict[str, Any]):
     return mean, std
 
 
-def run(*, backbone: nn.Module, meta: Dict[str, Any], identity: str, train_ds, val_ds, settings: Dict[str, Any],
-        out_dir: Path, eval_only: bool, device: str, desc: str = "seg") -> Dict[str, Any]:
+def run(job: Job) -> Dict[str, Any]:
     """Train (or resume, or skip with ``eval_only``) and evaluate; returns metrics and run facts
     (the runner adds task/backbone facts and writes the report)."""
-    from ..checkpoint import load_state, save_state
-    from ..progress import Progress
-
-    out_dir = Path(out_dir)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    backbone, meta, identity = job.source.backbone, job.source.meta, job.source.identity
+    train_ds, val_ds, settings, eval_only, device, desc = job.train, job.test, job.settings, job.eval_only, job.device, job.task.name
+    out_dir = Path(job.out_dir)
+    dev = resolve_device(device)
     num_classes = train_ds.num_classes
     model = build_model(backbone, settings, num_classes).to(dev)
     mean, std = _norm_stats(meta, settings)
@@ -348,3 +349,6 @@ def run(*, backbone: nn.Module, meta: Dict[str, Any], identity: str, train_ds, v
                 "normalisation": {"mean": list(mean), "std": list(std)}})
     res["_samples"] = kept
     return res
+
+
+register_engine(Engine("embedded", "seg", check=available, run=run))

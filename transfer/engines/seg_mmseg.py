@@ -41,6 +41,10 @@ import torch
 
 from ..checkpoint import atomic_write
 from ..errors import UserError
+from converters.writers import get_writer
+
+from .base import Engine, Job, no_small_stem, register_engine
+from .seg_embedded import _norm_stats
 from .seg_metrics import IGNORE_INDEX, metrics_from_areas
 
 FINAL_WEIGHTS = "model_final.pth"
@@ -312,15 +316,14 @@ def _unflatten(metrics: Dict[str, float], classes: List[str]) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- run
-def run(*, source, task_name: str, mm_layout: str, data: Path, train_ds, val_ds, settings: Dict[str, Any],
-        out_dir: Path, eval_only: bool, device: str) -> Dict[str, Any]:
+def run(job: Job) -> Dict[str, Any]:
+    """Train (unless ``eval_only``) and evaluate with mmsegmentation's runner."""
+    source, task_name, data, train_ds, val_ds = job.source, job.task.name, Path(job.data), job.train, job.test
+    settings, out_dir, eval_only, device = job.settings, job.out_dir, job.eval_only, job.device
+    mm_layout = str(job.task.options.get("mm_layout", "generic"))
     ok, why = available()
     if not ok:
         raise UserError(f"engine mmseg is not available: {why}")
-    from converters.writers import get_writer
-
-    from .seg_embedded import _norm_stats
-
     arch = dict(source.meta.get("arch") or source.backbone.arch_dict())
     work = Path(out_dir) / "mmseg"
     work.mkdir(parents=True, exist_ok=True)
@@ -390,3 +393,6 @@ def _samples(runner, cfg, val_ds, k: int) -> list:
         r = inference_model(model, np.ascontiguousarray(img[..., ::-1]))
         out.append((img, mask, r.pred_sem_seg.data[0].cpu().numpy(), name))
     return out
+
+
+register_engine(Engine("mmseg", "seg", check=available, run=run, accepts=no_small_stem))

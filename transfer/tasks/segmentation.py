@@ -16,7 +16,8 @@ ADE20K 512x512 80k), and two engines with the same result keys:
 ``--engine auto`` takes the first available engine in the task's order that can build the
 backbone (mmseg has no small-image stem). Outputs in ``--out``: ``results.json``, ``report.md``,
 ``report.html`` and ``report/*.png`` (image | true mask | predicted mask), plus the engine's
-checkpoint for resume. Python entry point for the demo: :func:`run_task`.
+checkpoint for resume. Entry point: :func:`transfer.tasks.run_task` (``run_task`` here is the same
+function, kept for callers of the old name).
 """
 from __future__ import annotations
 
@@ -29,10 +30,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..checkpoint import atomic_write, atomic_write_text
-from ..engines import ENGINES, register_engine
-from ..engines import seg_embedded
+from ..engines import Job, select_engine
 from ..errors import UserError
-from .base import TASKS, Task, data_root, register_task
+from ..sources import FeatureSource, load_source
+from .base import SplitLoader, Splits, Task, data_root, register_task, run_task  # noqa: F401  (run_task: old name)
 
 # ----------------------------------------------------------------------------- settings
 COMMON: Dict[str, Any] = {
@@ -126,16 +127,23 @@ def _find_shapes(data: Optional[str]) -> Optional[Path]:
     return Path(data).expanduser() if data else data_root() / "shapes_seg"
 
 
-READERS: Dict[str, Callable[[Path, Dict[str, Any]], Tuple[Any, Any]]] = {}
-MM_LAYOUT: Dict[str, str] = {}  # task -> "voc" | "cityscapes" | "ade" | "generic" (for the mmseg engine)
+def _loader(reader: Callable[[Path, Dict[str, Any]], Tuple[Any, Any]]) -> SplitLoader:
+    """A task's reader as its split loader, with the check every segmentation split gets."""
+    def load(data: Path, s: Dict[str, Any], out_dir: Path, log: Callable[[str], None] = print) -> Splits:
+        train_ds, val_ds = reader(Path(data), s)
+        if len(train_ds) == 0 or len(val_ds) == 0:
+            raise UserError(f"{data}: empty split (train {len(train_ds)}, val {len(val_ds)} images)")
+        return Splits(train_ds, val_ds)
+
+    return load
 
 
 def _register(name: str, engines: Tuple[str, ...], desc: str, data_dir: str, layout: str, reader, mm_layout: str,
               find=None, **settings) -> None:
+    """``mm_layout``: how the mmseg engine reads the data ("voc" | "cityscapes" | "ade" | "generic")."""
     register_task(Task(name=name, kind="seg", engines=engines, description=desc, data_dir=data_dir, layout=layout,
-                       settings=_settings(**settings), runner=runner, find_data=find))
-    READERS[name] = reader
-    MM_LAYOUT[name] = mm_layout
+                       settings=_settings(**settings), runner=runner, find_data=find, load_splits=_loader(reader),
+                       options={"mm_layout": mm_layout}))
 
 
 def _layouts():
@@ -143,36 +151,6 @@ def _layouts():
     from ..data.segmentation.nuclei import LAYOUT as NUCLEI_LAYOUT
 
     return VOC_LAYOUT, CITYSCAPES_LAYOUT, ADE_LAYOUT, NUCLEI_LAYOUT
-
-
-# ----------------------------------------------------------------------------- engines
-def _mmseg_available() -> Tuple[bool, str]:
-    from ..engines import seg_mmseg
-
-    return seg_mmseg.available()
-
-
-register_engine("embedded", seg_embedded.available)
-register_engine("mmseg", _mmseg_available)
-
-
-def pick_engine(task: Task, engine: str, arch: Dict[str, Any]) -> str:
-    """``auto``: the first engine in the task's order that is available and can build ``arch``."""
-    if engine != "auto":
-        if engine not in task.engines:
-            raise UserError(f"task {task.name} runs on engines {', '.join(task.engines)}, not {engine!r}")
-        ok, why = ENGINES[engine]()
-        if not ok:
-            raise UserError(f"engine {engine} is not available: {why}")
-        if engine == "mmseg" and arch.get("small"):
-            raise UserError("engine mmseg: the small-image ResNet stem (3x3 conv, no max-pool) has no mmseg "
-                            "equivalent; use --engine embedded")
-        return engine
-    for e in task.engines:
-        ok, _ = ENGINES[e]()
-        if ok and not (e == "mmseg" and arch.get("small")):
-            return e
-    raise UserError(f"no engine available for {task.name}")  # embedded is always available
 
 
 # ----------------------------------------------------------------------------- report
@@ -239,39 +217,27 @@ def write_report(out_dir: Path, res: Dict[str, Any], samples: List[tuple]) -> No
 
 
 # ----------------------------------------------------------------------------- runner
-def runner(*, task: Task, ckpt: str, engine: str, data: Path, out_dir: Path, settings: Dict[str, Any],
+def runner(*, task: Task, ckpt: Any, engine: str, data: Path, out_dir: Path, settings: Dict[str, Any],
            eval_only: bool = False, device: str = "auto") -> Dict[str, Any]:
-    """``transfer run`` entry: resolve backbone, data and engine; train/evaluate; write results."""
-    from probes.source import load_source
-
-    src = load_source(str(ckpt))
+    """The runner every segmentation task registers: backbone, splits and engine; train/evaluate;
+    write results and report."""
+    src = ckpt if isinstance(ckpt, FeatureSource) else load_source(str(ckpt))
     if src.backbone is None:
-        raise UserError(f"--ckpt {ckpt!r}: segmentation needs a backbone (not 'pixels')")
+        raise UserError(f"--ckpt {src.spec!r}: segmentation needs a backbone (not 'pixels')")
     if settings.get("default_mean") and not src.meta.get("mean"):  # random init: the task's data statistics
         src = dataclasses.replace(src, meta={**src.meta, "mean": settings["default_mean"], "std": settings["default_std"]})
     for k in ("max_iter", "batch_size", "crop_size"):
         if not isinstance(settings.get(k), int) or settings[k] < 1:
             raise UserError(f"setting {k} must be a positive integer, got {settings.get(k)!r}")
-    train_ds, val_ds = READERS[task.name](Path(data), settings)
-    if len(train_ds) == 0 or len(val_ds) == 0:
-        raise UserError(f"{data}: empty split (train {len(train_ds)}, val {len(val_ds)} images)")
-    arch = dict(src.meta.get("arch") or src.backbone.arch_dict())
-    eng = pick_engine(task, engine, arch)
     out_dir = Path(out_dir)
+    sp = task.load_splits(Path(data), settings, out_dir, print)
+    eng = select_engine(task, engine, dict(src.meta.get("arch") or src.backbone.arch_dict()))
     out_dir.mkdir(parents=True, exist_ok=True)
-    if eng == "embedded":
-        res = seg_embedded.run(backbone=src.backbone, meta=src.meta, identity=src.identity, train_ds=train_ds,
-                               val_ds=val_ds, settings=settings, out_dir=out_dir, eval_only=eval_only, device=device,
-                               desc=task.name)
-    else:
-        from ..engines import seg_mmseg
-
-        res = seg_mmseg.run(source=src, task_name=task.name, mm_layout=MM_LAYOUT[task.name], data=Path(data),
-                            train_ds=train_ds, val_ds=val_ds, settings=settings, out_dir=out_dir,
-                            eval_only=eval_only, device=device)
+    res = eng.run(Job(task=task, source=src, train=sp.train, test=sp.test, data=Path(data), settings=settings,
+                      out_dir=out_dir, eval_only=eval_only, device=device))
     samples = res.pop("_samples", [])
-    out = {"task": task.name, "engine": eng, "ckpt": src.describe(), "data": str(data),
-           "num_classes": train_ds.num_classes, "num_train_images": len(train_ds)}
+    out = {"task": task.name, "engine": eng.name, "ckpt": src.describe(), "data": str(data),
+           "num_classes": sp.train.num_classes, "num_train_images": len(sp.train)}
     out.update(res)
     out["settings"] = {k: v for k, v in settings.items()}
     out["out_dir"] = str(out_dir)
@@ -280,24 +246,6 @@ def runner(*, task: Task, ckpt: str, engine: str, data: Path, out_dir: Path, set
     write_report(out_dir, out, samples)
     atomic_write_text(out_dir / "results.json", json.dumps(out, indent=1) + "\n")
     return out
-
-
-def run_task(name: str, ckpt: str, data: Optional[str] = None, out_dir: Optional[str] = None,
-             max_iter: Optional[int] = None, device: str = "cpu", engine: str = "auto", eval_only: bool = False,
-             **settings: Any) -> Dict[str, Any]:
-    """Python entry point (the demo's): the same as ``transfer run NAME --ckpt CKPT ...``.
-
-    ``settings`` override the task's defaults (unknown keys raise :class:`UserError`);
-    ``out_dir`` defaults to ``runs/transfer/<task>/<ckpt name>``. Returns the results dict
-    (also written to ``<out_dir>/results.json``)."""
-    task = TASKS.get(name)
-    if task.kind != "seg":
-        raise UserError(f"task {name} is not a segmentation task")
-    s = task.resolve_settings(settings, max_iter)
-    where = task.require_data(data)
-    out = Path(out_dir) if out_dir else Path("runs") / "transfer" / name / Path(str(ckpt)).stem.replace(":", "_")
-    return runner(task=task, ckpt=ckpt, engine=engine, data=where, out_dir=out, settings=s, eval_only=eval_only,
-                  device=device)
 
 
 # ----------------------------------------------------------------------------- the tasks
