@@ -25,6 +25,7 @@ Location: ``--zoo PATH_OR_URL``, else ``$TRANSFER_ZOO``, else ``$TRANSFER_CACHE/
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -210,8 +211,6 @@ class LocalZoo(Zoo):
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Exclusive ``fcntl.flock`` on ``ZOO/.lock`` (blocks until the other writer is done)."""
-        import fcntl
-
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a+") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)

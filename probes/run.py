@@ -18,6 +18,7 @@ from .features import cached_features, make_transform
 from .fewshot import fewshot_eval, lowshot_curve
 from .knn import weighted_knn
 from .linear import SANITY_POINTS, default_sweep, linear_probe
+from .linear_sgd import linear_eval_frozen
 from .plots import pca_2d
 from .report import write_reports
 
@@ -127,7 +128,6 @@ def _linear(ctx: Context, cfg: ProbeConfig) -> Dict[str, Any]:
     if ctx.source.backbone is None:
         raise UserError(f"linear protocol {cfg.linear_protocol!r} trains on a backbone; "
                         f"--ckpt pixels supports only the fast protocol")
-    from .linear_sgd import linear_eval_frozen
 
     t = ctx.transform
     return linear_eval_frozen(ctx.source.backbone, ctx.train_ds, ctx.test_ds, t["resize"], t["mean"], t["std"],

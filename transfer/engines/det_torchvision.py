@@ -36,7 +36,14 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from transfer.checkpoint import atomic_write
 from transfer.data.datasets import IMAGENET_MEAN, IMAGENET_STD
@@ -58,8 +65,6 @@ def available():
 
 # ----------------------------------------------------------------------------------------- model
 def _norm_layer(kind: str):
-    from torchvision.ops import FrozenBatchNorm2d
-
     kind = (kind or "").strip()
     if kind in ("", "none", "None"):
         return None
@@ -73,8 +78,6 @@ def _norm_layer(kind: str):
 def freeze_bn(module: nn.Module) -> nn.Module:
     """Replace every BatchNorm2d in ``module`` by a FrozenBatchNorm2d with the same statistics
     (detectron2 ``FrozenBatchNorm2d.convert_frozen_batchnorm``)."""
-    from torchvision.ops import FrozenBatchNorm2d
-
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         f = FrozenBatchNorm2d(module.num_features, eps=module.eps)
         if module.affine:
@@ -121,7 +124,6 @@ class Trunk(nn.Module):
 class FPNBackbone(nn.Module):
     def __init__(self, bb, in_stages: Sequence[str], out_channels: int, fpn_norm: str) -> None:
         super().__init__()
-        from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
         self.body = Trunk(bb, "res5")
         self.in_stages = list(in_stages)
@@ -173,12 +175,6 @@ def resolve_mean_std(meta: Dict[str, Any]):
 
 def build_model(backbone, num_classes: int, s: Dict[str, Any], meta: Optional[Dict[str, Any]] = None):
     """Faster / Mask R-CNN (``s["mask_on"]``) with ``num_classes`` foreground classes on ``backbone``."""
-    from torchvision.models.detection import FasterRCNN, MaskRCNN
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-    from torchvision.ops import MultiScaleRoIAlign
-
     head = str(s.get("head", "fpn")).lower()
     if head not in ("fpn", "c4"):
         raise UserError(f"head {head!r}: choose fpn or c4")
@@ -268,8 +264,6 @@ def _rebind_frozen(trunk: Trunk, freeze_at: int) -> None:
 def load_image(path: str) -> torch.Tensor:
     """An RGB image as (3, H, W) floats in [0, 1]; a missing, unreadable, truncated or over-sized
     (Pillow's decompression-bomb limit) file is one :class:`UserError` naming it."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
@@ -285,6 +279,7 @@ def decode_masks(im, keep: np.ndarray, source: object = "") -> torch.Tensor:
     """COCO polygons / RLE of the kept boxes -> (N, H, W) uint8 (a filled box where none is given).
     A mask that cannot be decoded, or whose RLE size is not the image's, is one :class:`UserError`
     naming the annotation file (``source``) and the image."""
+    # pycocotools is optional (the detection extra)
     from pycocotools import mask as mask_util
 
     out = np.zeros((int(keep.sum()), im.height, im.width), np.uint8)

@@ -30,7 +30,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.models.segmentation.fcn import FCNHead
 
 from ..checkpoint import load_state, save_state
 from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
@@ -52,8 +56,6 @@ def dilate_backbone(bb: nn.Module, output_stride: int = 8) -> nn.Module:
     """Replace strides by dilation in the last stages until the total stride is ``output_stride``
     (in place). First block of a dilated stage keeps the previous dilation (mmseg
     ``contract_dilation``); BasicBlock dilates ``conv1`` only, as mmseg's ``BasicBlock``."""
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-
     if output_stride not in (8, 16, 32):
         raise UserError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     stride = 1 if bb.spec.small else 4
@@ -81,8 +83,6 @@ class SegNet(nn.Module):
 
     def __init__(self, backbone: nn.Module, head: str, num_classes: int, aux: bool, aspp_rates=(12, 24, 36)) -> None:
         super().__init__()
-        from torchvision.models.segmentation.deeplabv3 import DeepLabHead
-        from torchvision.models.segmentation.fcn import FCNHead
 
         ch = backbone.stage_channels
         self.backbone = backbone
@@ -113,8 +113,6 @@ def build_model(backbone: nn.Module, settings: Dict[str, Any], num_classes: int)
 
 # ----------------------------------------------------------------------------- data
 def _resize(img: np.ndarray, mask: Optional[np.ndarray], h: int, w: int):
-    from PIL import Image
-
     img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
     if mask is not None:
         mask = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((w, h), Image.NEAREST)).astype(np.int64)

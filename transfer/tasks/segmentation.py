@@ -22,18 +22,29 @@ function, kept for callers of the old name).
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
-import numpy as np
-
-from ..checkpoint import atomic_write, atomic_write_text
+from ..checkpoint import atomic_write_text
+from ..data.segmentation import (
+    ADE_LAYOUT,
+    CITYSCAPES_LAYOUT,
+    VOC_LAYOUT,
+    read_ade,
+    read_cityscapes,
+    read_nuclei,
+    read_voc,
+)
+from ..data.segmentation.fmnist_voc import read_fmnist_seg
+from ..data.segmentation.nuclei import LAYOUT as NUCLEI_LAYOUT
+from ..data.segmentation.nuclei import find_nuclei
+from ..data.segmentation.shapes import CLASSES, write_shapes
 from ..engines import Job, select_engine
 from ..errors import UserError
 from ..sources import FeatureSource, load_source
 from .base import SplitLoader, Splits, Task, data_root, register_task, run_task  # noqa: F401  (run_task: old name)
+from .seg_report import write_report
 
 # ----------------------------------------------------------------------------- settings
 COMMON: Dict[str, Any] = {
@@ -69,33 +80,22 @@ def _settings(**over: Any) -> Dict[str, Any]:
 
 # ----------------------------------------------------------------------------- readers
 def _read_voc(data: Path, s: Dict[str, Any]):
-    from ..data.segmentation import read_voc
-
     return read_voc(data, "train"), read_voc(data, "val")
 
 
 def _read_cityscapes(data: Path, s: Dict[str, Any]):
-    from ..data.segmentation import read_cityscapes
-
     return read_cityscapes(data, "train"), read_cityscapes(data, "val")
 
 
 def _read_ade(data: Path, s: Dict[str, Any]):
-    from ..data.segmentation import read_ade
-
     return read_ade(data, "train"), read_ade(data, "val")
 
 
 def _read_nuclei(data: Path, s: Dict[str, Any]):
-    from ..data.segmentation import read_nuclei
-
     return read_nuclei(data, tile=int(s.get("tile", 128)), val_frac=float(s.get("val_frac", 0.25)))
 
 
 def _read_shapes(data: Path, s: Dict[str, Any]):
-    from ..data.segmentation import read_voc
-    from ..data.segmentation.shapes import CLASSES, write_shapes
-
     data = Path(data)
     if not (data / "ImageSets" / "Segmentation" / "val.txt").is_file():
         if data.exists() and any(data.iterdir()):
@@ -106,8 +106,6 @@ def _read_shapes(data: Path, s: Dict[str, Any]):
 
 
 def _read_fmnist(data: Path, s: Dict[str, Any]):
-    from ..data.segmentation.fmnist_voc import read_fmnist_seg
-
     return read_fmnist_seg(data, s)
 
 
@@ -117,8 +115,6 @@ def _find_fmnist(data: Optional[str]) -> Optional[Path]:
 
 
 def _find_nuclei(data: Optional[str]) -> Optional[Path]:
-    from ..data.segmentation.nuclei import find_nuclei
-
     return find_nuclei(data)
 
 
@@ -144,76 +140,6 @@ def _register(name: str, engines: Tuple[str, ...], desc: str, data_dir: str, lay
     register_task(Task(name=name, kind="seg", engines=engines, description=desc, data_dir=data_dir, layout=layout,
                        settings=_settings(**settings), runner=runner, find_data=find, load_splits=_loader(reader),
                        options={"mm_layout": mm_layout}))
-
-
-def _layouts():
-    from ..data.segmentation import ADE_LAYOUT, CITYSCAPES_LAYOUT, VOC_LAYOUT
-    from ..data.segmentation.nuclei import LAYOUT as NUCLEI_LAYOUT
-
-    return VOC_LAYOUT, CITYSCAPES_LAYOUT, ADE_LAYOUT, NUCLEI_LAYOUT
-
-
-# ----------------------------------------------------------------------------- report
-def _colour(mask: np.ndarray) -> np.ndarray:
-    from ..data.segmentation import VOC_PALETTE
-
-    pal = np.array(VOC_PALETTE, dtype=np.uint8).reshape(256, 3).copy()
-    pal[255] = (224, 224, 192)  # VOC's "ignore" colour
-    return pal[np.clip(mask, 0, 255).astype(np.int64)]
-
-
-def save_triptych(path: Path, img: np.ndarray, true: np.ndarray, pred: np.ndarray, min_side: int = 160) -> None:
-    """image | true mask | predicted mask, side by side, nearest-upscaled to ``min_side``."""
-    from PIL import Image
-
-    h, w = true.shape
-    k = max(1, int(np.ceil(min_side / max(1, min(h, w)))))
-    gap = np.full((h, 2, 3), 255, dtype=np.uint8)
-    strip = np.concatenate([img, gap, _colour(true), gap, _colour(pred)], axis=1)
-    im = Image.fromarray(strip)
-    if k > 1:
-        im = im.resize((strip.shape[1] * k, h * k), Image.NEAREST)
-    atomic_write(path, lambda tmp: im.save(tmp, format="PNG"))
-
-
-def _fmt(v: Optional[float]) -> str:
-    return "n/a" if v is None else f"{v:.2f}"
-
-
-def write_report(out_dir: Path, res: Dict[str, Any], samples: List[tuple]) -> None:
-    out_dir = Path(out_dir)
-    images = []
-    for i, (img, true, pred, name) in enumerate(samples):
-        rel = f"report/{i:02d}_{name}.png"
-        save_triptych(out_dir / rel, img, true, pred)
-        images.append((rel, name))
-    src = res.get("ckpt", {})
-    lines = [f"# {res['task']}: segmentation transfer", "",
-             f"- backbone: `{src.get('spec')}` (sha256 {str(src.get('weights_sha256'))[:16]}...)",
-             f"- engine: {res['engine']}, head: {res['settings'].get('head')}, iterations: {res.get('iters')}"
-             f"/{res.get('max_iter')}, batch {res['settings'].get('batch_size')}, crop {res['settings'].get('crop_size')}",
-             f"- evaluation: {res['settings'].get('test_mode')} inference on {res.get('num_val_images')} validation images",
-             "", "| metric | value |", "|---|---|",
-             f"| mIoU | {_fmt(res.get('mIoU'))} |", f"| pixel accuracy (aAcc) | {_fmt(res.get('aAcc'))} |",
-             f"| mAcc | {_fmt(res.get('mAcc'))} |", "", "| class | IoU | Acc |", "|---|---|---|"]
-    for c, v in res["per_class_iou"].items():
-        lines.append(f"| {c} | {_fmt(v)} | {_fmt(res['per_class_acc'].get(c))} |")
-    lines += ["", "Each picture: image | true mask | predicted mask (255 = ignore, pale).", ""]
-    lines += [f"![{n}]({rel})" for rel, n in images]
-    atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")
-    rows = "".join(f"<tr><td>{html.escape(c)}</td><td>{_fmt(v)}</td><td>{_fmt(res['per_class_acc'].get(c))}</td></tr>"
-                   for c, v in res["per_class_iou"].items())
-    figs = "".join(f"<figure><img src='{html.escape(rel)}'><figcaption>{html.escape(n)}: image | true | predicted"
-                   f"</figcaption></figure>" for rel, n in images)
-    page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(res['task'])}</title>"
-            f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd}}"
-            f"img{{image-rendering:pixelated}}</style>"
-            f"<h1>{html.escape(res['task'])}: segmentation transfer</h1>"
-            f"<p>backbone <code>{html.escape(str(src.get('spec')))}</code>, engine {html.escape(res['engine'])}, "
-            f"head {html.escape(str(res['settings'].get('head')))}, {res.get('iters')}/{res.get('max_iter')} iterations</p>"
-            f"<p><b>mIoU {_fmt(res.get('mIoU'))}</b> &middot; aAcc {_fmt(res.get('aAcc'))} &middot; mAcc {_fmt(res.get('mAcc'))}</p>"
-            f"<table><tr><th>class</th><th>IoU</th><th>Acc</th></tr>{rows}</table>{figs}")
-    atomic_write_text(out_dir / "report.html", page)
 
 
 # ----------------------------------------------------------------------------- runner
@@ -249,7 +175,6 @@ def runner(*, task: Task, ckpt: Any, engine: str, data: Path, out_dir: Path, set
 
 
 # ----------------------------------------------------------------------------- the tasks
-_VOC, _CITY, _ADE, _NUCLEI = _layouts()
 _FMNIST = """\
 synthetic, written on first use to DATA (--data, or $TRANSFER_DATA/fmnist_seg) from the Fashion-MNIST t10k
 files (apt-get install dataset-fashion-mnist; $TRANSFER_FASHION_MNIST to point elsewhere), VOC layout:
@@ -257,15 +182,15 @@ files (apt-get install dataset-fashion-mnist; $TRANSFER_FASHION_MNIST to point e
   (eval_split=test reports on test; eval_split=val to choose settings)"""
 _BENCH = ("mmseg", "embedded")
 _register("voc_seg", _BENCH, "FCN R50-D8 on VOC12aug, 512x512, 20k iterations (mmselfsup protocol), mIoU",
-          "VOC2012", _VOC, _read_voc, "voc")
+          "VOC2012", VOC_LAYOUT, _read_voc, "voc")
 _register("cityscapes_seg", _BENCH, "FCN R50-D8 on Cityscapes, 769x769, 40k iterations, sliding-window test, mIoU",
-          "cityscapes", _CITY, _read_cityscapes, "cityscapes", max_iter=40000, batch_size=8, crop_size=769,
+          "cityscapes", CITYSCAPES_LAYOUT, _read_cityscapes, "cityscapes", max_iter=40000, batch_size=8, crop_size=769,
           scale=[2049, 1025], test_scale=[2049, 1025], test_mode="slide", test_stride=513)
 _register("ade_seg", _BENCH, "FCN R50-D8 on ADE20K (150 classes), 512x512, 80k iterations, mIoU",
-          "ADEChallengeData2016", _ADE, _read_ade, "ade", max_iter=80000)
+          "ADEChallengeData2016", ADE_LAYOUT, _read_ade, "ade", max_iter=80000)
 _register("nuclei_seg", ("embedded", "mmseg"),
           "nuclei vs background on the real DSB2018 image in the stardist wheel (tiled train/val bands), mIoU",
-          "nuclei", _NUCLEI, _read_nuclei, "generic", find=_find_nuclei, max_iter=100, batch_size=4, crop_size=96,
+          "nuclei", NUCLEI_LAYOUT, _read_nuclei, "generic", find=_find_nuclei, max_iter=100, batch_size=4, crop_size=96,
           scale=None, ratio_range=[0.75, 1.5], test_scale=None, workers=0, ckpt_every=50, lr=0.01,
           tile=128, val_frac=0.25)
 _register("fmnist_seg", ("embedded", "mmseg"),
