@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import argparse
 
+from model_zoo import resolve
 from transfer.errors import UserError
 
+from .convert import convert
 from .formats import LAYOUTS
+from .readers import describe
+from .writers import WRITERS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .writers import WRITERS
-
     p = sub.add_parser(
         "convert",
         help="convert an SSL ResNet checkpoint to detectron2 / mmseg / timm / torchvision, or inspect it",
@@ -38,12 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .convert import convert
-    from .readers import describe
-
     if str(args.checkpoint).startswith("zoo:"):  # model zoo (issue 7): the verified published backbone
-        from model_zoo import resolve
-
         args.checkpoint = str(resolve(args.checkpoint))
     if args.inspect:
         print(describe(args.checkpoint, source=args.source))

@@ -4,7 +4,7 @@ measured on it; list, show and get it back, each file checked against its sha256
 Python API::
 
     import model_zoo
-    model_zoo.publish("runs/byol_r18", "byol-r18-fmnist", probe=True)   # local zoo only
+    model_zoo.publish("runs/byol_r18", "byol-r18-fmnist")   # local zoo only; probes first: `transfer zoo publish --probe`
     model_zoo.list_models()                     # {name: index entry}
     print(model_zoo.show("byol-r18-fmnist"))    # the model card (Markdown, YAML front matter)
     folder = model_zoo.get("byol-r18-fmnist", out="./byol")   # verified copy
@@ -27,6 +27,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
+
+import torch.nn as nn
+import torchvision
+
+from transfer.checkpoint import load_backbone as _load
+from transfer.checkpoint import read_export
 
 from transfer.errors import UserError
 
@@ -68,18 +74,11 @@ def resolve(spec: str, zoo: ZooArg = None) -> Path:
 
 def load_backbone(name: str, zoo: ZooArg = None):
     """``(transfer.backbones.ResNetBackbone, metadata)`` for any published architecture."""
-    from transfer.checkpoint import load_backbone as _load
-
     return _load(resolve(name, zoo))
 
 
 def load(name: str, zoo: ZooArg = None):
     """A ``torchvision.models.ResNet`` carrying the published weights (``fc`` untrained)."""
-    import torch.nn as nn
-    import torchvision
-
-    from transfer.checkpoint import read_export
-
     path = resolve(name, zoo)
     sd, meta = read_export(path)
     arch = meta.get("arch") or {}

@@ -6,6 +6,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from probes.run import ProbeConfig, run_all
+
+from .publisher import publish
+from .store import card_text, get, open_zoo
 
 
 def _zoo_opt(p: argparse.ArgumentParser) -> None:
@@ -51,13 +59,23 @@ def register(subparsers) -> None:
     sp.set_defaults(func=_get)
 
 
-def _publish(args: argparse.Namespace) -> int:
-    from .publisher import publish
-    from .store import open_zoo
+def probe_run(run_dir: Path, meta: Dict[str, Any], data: Optional[str], device: str,
+              log: Callable[[str], None]) -> None:
+    """``--probe``: k-NN, linear and few-shot into ``RUN_DIR/probes`` (on ``data``, else the
+    pretraining dataset), which :func:`model_zoo.results.gather` then finds."""
+    data = data or str(meta.get("dataset") or "synthetic")
+    cfg = ProbeConfig(device=device, episodes=200, lowshot_seeds=1, lowshot_shots=(1, 5), embedding_points=500)
+    log(f"probing {run_dir} on {data} (k-NN, linear, few-shot) -> {run_dir / 'probes'}")
+    rep = run_all(str(run_dir), data, run_dir / "probes", cfg)
+    for k, v in rep["summary"].items():
+        if isinstance(v, float):
+            log(f"  {k}: {v:.2f}")
 
+
+def _publish(args: argparse.Namespace) -> int:
     zoo = open_zoo(args.zoo)
-    entry = publish(args.run_dir, args.name, zoo=zoo, force=args.force, probe=args.probe,
-                    probe_data=args.probe_data, device=args.device, license=args.license, log=print)
+    before = partial(probe_run, data=args.probe_data, device=args.device, log=print) if args.probe else None
+    entry = publish(args.run_dir, args.name, zoo=zoo, force=args.force, before=before, license=args.license, log=print)
     for fname, rec in sorted(entry["files"].items()):
         print(f"  {rec['sha256']}  {fname} ({rec['size']} bytes)")
     print(f"{len(entry['results'])} results; card: transfer zoo show {args.name}"
@@ -76,8 +94,6 @@ def _headline(entry: dict) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .store import open_zoo
-
     zoo = open_zoo(args.zoo)
     models = zoo.read_index()["models"]
     if args.json:
@@ -97,17 +113,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from .store import card_text, open_zoo
-
     print(card_text(args.name, open_zoo(args.zoo)), end="")
     return 0
 
 
 def _get(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .store import get, open_zoo
-
     zoo = open_zoo(args.zoo)
     folder = get(args.name, Path(args.output) if args.output else None, zoo)
     entry = zoo.entry(args.name)

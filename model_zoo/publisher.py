@@ -1,7 +1,7 @@
 """``publish``: a run folder -> one verified model folder in a zoo, plus its index entry.
 
 Steps: validate the name; read the export (its weights hash is checked); refuse an existing name
-without ``force``; optionally run the probes into ``RUN_DIR/probes``; stage every file in
+without ``force``; run the caller's ``before`` step (the CLI's ``--probe``); stage every file in
 ``ZOO/.staging/NAME.XXXX`` (backbone, detectron2 and mmseg conversions, config, results, card,
 SHA256SUMS); then, under the index lock, re-check the name, rename the staged folder into place
 (``ZOO/NAME``, or a fresh ``ZOO/NAME~TOKEN`` when a listed model is replaced with ``force``) and
@@ -29,6 +29,9 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from transfer.checkpoint import atomic_write_text, read_export
 from transfer.errors import UserError
 
+from converters import read_checkpoint
+from converters.writers import get_writer
+
 from . import card as card_mod
 from .names import check_name
 from .results import gather
@@ -41,9 +44,6 @@ CONVERSIONS = {"detectron2": "detectron2.pkl", "mmseg": "mmseg.pth"}
 
 def _convert(stage: Path, name: str) -> Dict[str, Any]:
     """Write the detectron2 / mmseg files next to the backbone; per target the files, or why not."""
-    from converters import read_checkpoint
-    from converters.writers import get_writer
-
     sd, meta, _report = read_checkpoint(stage / BACKBONE)
     meta["source_path"] = f"zoo:{name}/{BACKBONE}"
     done: Dict[str, Any] = {}
@@ -158,22 +158,14 @@ def _discard(path: Path, staging: Path) -> Path:
     return junk
 
 
-def _probe(run_dir: Path, data: str, device: str, log: Callable[[str], None]) -> None:
-    from probes.run import ProbeConfig, run_all
-
-    cfg = ProbeConfig(device=device, episodes=200, lowshot_seeds=1, lowshot_shots=(1, 5),
-                      embedding_points=500)
-    log(f"probing {run_dir} on {data} (k-NN, linear, few-shot) -> {run_dir / 'probes'}")
-    rep = run_all(str(run_dir), data, run_dir / "probes", cfg)
-    for k, v in rep["summary"].items():
-        if isinstance(v, float):
-            log(f"  {k}: {v:.2f}")
-
-
-def publish(run_dir: Path, name: str, zoo: Optional[Zoo | str] = None, force: bool = False, probe: bool = False,
-            probe_data: Optional[str] = None, device: str = "cpu", license: str = "mit",
+def publish(run_dir: Path, name: str, zoo: Optional[Zoo | str] = None, force: bool = False,
+            before: Optional[Callable[[Path, Dict[str, Any]], None]] = None, license: str = "mit",
             log: Callable[[str], None] = lambda s: None) -> Dict[str, Any]:
-    """Publish ``run_dir`` as ``name``; returns the index entry. See the module docstring."""
+    """Publish ``run_dir`` as ``name``; returns the index entry. See the module docstring.
+
+    ``before(run_dir, meta)`` runs once the run folder and the name have been checked and before
+    the results are gathered: ``transfer zoo publish --probe`` runs the probes there (the zoo
+    itself does not import the probes, issue 16)."""
     check_name(name)
     zoo = zoo if isinstance(zoo, Zoo) else open_zoo(zoo)
     if not isinstance(zoo, LocalZoo):
@@ -190,8 +182,8 @@ def publish(run_dir: Path, name: str, zoo: Optional[Zoo | str] = None, force: bo
         raise UserError(f"{src}: no 'arch' in the metadata; not a transfer export")
     if name in zoo.read_index()["models"] and not force:
         raise UserError(f"zoo model {name!r} already exists in {zoo.location}; pass --force to replace it")
-    if probe:
-        _probe(run_dir, probe_data or str(meta.get("dataset") or "synthetic"), device, log)
+    if before is not None:
+        before(run_dir, meta)
     doc, rows, warnings = gather(run_dir, meta.get("weights_sha256"))
 
     staging = zoo.root / ".staging"

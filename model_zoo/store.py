@@ -25,7 +25,7 @@ Location: ``--zoo PATH_OR_URL``, else ``$TRANSFER_ZOO``, else ``$TRANSFER_CACHE/
 from __future__ import annotations
 
 import contextlib
-import difflib
+import fcntl
 import hashlib
 import json
 import os
@@ -38,7 +38,9 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, List, Optional
 
+from transfer.checkpoint import atomic_write
 from transfer.errors import UserError
+from transfer.suggest import did_you_mean
 
 from .names import check_file_name, check_folder, check_name
 
@@ -137,9 +139,7 @@ class Zoo:
         check_name(name)
         models = self.read_index()["models"]
         if name not in models:
-            close = difflib.get_close_matches(name, list(models), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UserError(f"no model {name!r} in the zoo at {self.location}{hint}"
+            raise UserError(f"no model {name!r} in the zoo at {self.location}{did_you_mean(name, models)}"
                             + ("" if models else " (the zoo is empty)"))
         return models[name]
 
@@ -198,8 +198,6 @@ class LocalZoo(Zoo):
 
     def write_index(self, data: Dict[str, Any]) -> None:
         """Atomic replace; call only while holding :meth:`lock`."""
-        from transfer.checkpoint import atomic_write
-
         validate_index(data, "index to write")
         text = json.dumps(data, indent=1, sort_keys=True) + "\n"
 
@@ -213,8 +211,6 @@ class LocalZoo(Zoo):
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Exclusive ``fcntl.flock`` on ``ZOO/.lock`` (blocks until the other writer is done)."""
-        import fcntl
-
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a+") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)

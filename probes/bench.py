@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from .knn import _faiss, vote, weighted_knn
-from .linear import default_sweep, fit_logreg, l2_to_C, linear_probe
+from .linear import default_sweep, fit_logreg, l2_to_C, linear_probe, stratified_split
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -162,6 +162,7 @@ def bench_probes(n_train: int = 50_000, n_test: int = 10_000, dim: int = 512, k:
                                            f"{len(lin['sweep'])}/{len(sweep)} sweep values fitted)", "seconds": dt,
                  "peak_mb": mem / 2**20, "top1": lin["top1"], "best_C": lin["best_C"]})
     if with_sklearn:
+        # scikit-learn is optional (the probes/test extra)
         from sklearn.linear_model import LogisticRegression
         from sklearn.neighbors import KNeighborsClassifier
 
@@ -172,7 +173,6 @@ def bench_probes(n_train: int = 50_000, n_test: int = 10_000, dim: int = 512, k:
                      "peak_mb": mem / 2**20, "top1": float((pred == yte.numpy()).mean() * 100),
                      "agree_with_ours": float((pred == ours_pred).mean())})
         # the same sweep on the same split and standardisation, then the same refit
-        from .linear import stratified_split
 
         mu, sd = xtr.mean(0), xtr.std(0).clamp(min=1e-8)
         ztr, zte = ((xtr - mu) / sd).numpy(), ((xte - mu) / sd).numpy()

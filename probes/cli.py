@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 from typing import List
 
+from .finetune import FinetuneConfig, run_finetune
 from .run import ProbeConfig, run_all, run_probe
 
 
@@ -104,8 +105,6 @@ def _finetune_opts(p: argparse.ArgumentParser) -> None:
 
 
 def finetune_config_from_args(a: argparse.Namespace):
-    from .finetune import FinetuneConfig
-
     return FinetuneConfig(labels=a.labels, epochs=a.ft_epochs, batch_size=a.ft_batch_size, lr=a.ft_lr,
                           momentum=a.ft_momentum, nesterov=not a.no_nesterov, weight_decay=a.ft_weight_decay,
                           crop_scale_min=a.crop_scale_min, val_per_class=a.val_per_class,
@@ -141,8 +140,6 @@ def _print(report: dict) -> None:
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.probe == "finetune":
-        from .finetune import run_finetune
-
         report = run_finetune(args.ckpt, args.data, Path(args.out), cfg, finetune_config_from_args(args))
     elif args.probe == "all":
         report = run_all(args.ckpt, args.data, Path(args.out), cfg)

@@ -15,12 +15,14 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
 
 from transfer.checkpoint import atomic_write
 from transfer.data import eval_transform
 from transfer.errors import UserError
-
-from .source import FeatureSource
+from transfer.sources import FeatureSource
 
 TRANSFORM_VERSION = "eval_transform/2"  # /2: ImageNet-sized images resize 256 + centre crop 224
 
@@ -45,7 +47,6 @@ def _batches(dataset, batch_size: int, num_workers: int):
         for lo in range(0, images.shape[0], batch_size):
             yield images[lo:lo + batch_size]
         return
-    from torch.utils.data import DataLoader
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=lambda items: torch.stack([x for x, _ in items]))
@@ -131,9 +132,6 @@ def cached_features(source: FeatureSource, dataset, split: str, transform: Dict[
     Returns ``(features, labels, info)`` with ``info = {"cache": "hit"|"miss"|"off", "path", "key"}``.
     A corrupt entry is ignored (re-extracted and overwritten).
     """
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
     ds_id = dataset_identity(dataset, split, root)
     key, blob = cache_key(source.identity, ds_id, transform)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()

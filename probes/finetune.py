@@ -52,16 +52,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transfer.backbones import arch_name
+from transfer.backbones import ResNetBackbone, arch_name
 from transfer.data import eval_transform
 from transfer.errors import UserError
+from transfer.sources import FeatureSource, load_source
 
 from .features import pixel_features
 from .knn import per_class_accuracy
 from .linear import default_sweep, linear_probe
 from .linear_sgd import train_view
+from .report import write_reports
 from .run import ProbeConfig, _native_size, load_inputs
-from .source import FeatureSource, load_source
 
 PROTOCOL = ("semi-supervised fine-tuning (SimCLR / BYOL): class-balanced labelled subset of train, whole "
             "backbone + linear head, Nesterov SGD, cosine lr, no warm-up, RandomResizedCrop+flip; test top-1")
@@ -428,7 +429,6 @@ def finetune_probe(ckpt: str, data: str, cfg, ft: FinetuneConfig) -> Dict[str, A
             sp = source.backbone.spec
             rnd = load_source(f"random:{arch_name(sp)}:{sp.width:g}:{cfg.seed}")
             if rnd.backbone.spec != sp:  # e.g. zero_init_residual differs: rebuild with the exact spec
-                from transfer.backbones import ResNetBackbone
 
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(cfg.seed)
@@ -461,7 +461,6 @@ def summarize_finetune(r: Dict[str, Any]) -> Dict[str, Any]:
 def run_finetune(ckpt: str, data: str, out_dir: Optional[Path] = None, cfg=None,
                  ft: Optional[FinetuneConfig] = None) -> Dict[str, Any]:
     """``transfer probe finetune``: fine-tune, run the baselines, write ``finetune_<labels>.{json,md,html}``."""
-    from .report import write_reports
     cfg = cfg or ProbeConfig()
     ft = ft or FinetuneConfig()
     t0 = time.time()

@@ -24,6 +24,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from transfer.errors import UserError
+
 from .checks import ArrayLike, as_tensor, check_pair, infer_num_classes
 
 PROTOCOL = "weighted k-NN (DINO eval_knn.py): cosine on L2-normalised features, vote exp(sim/T)"
@@ -31,6 +33,7 @@ PROTOCOL = "weighted k-NN (DINO eval_knn.py): cosine on L2-normalised features, 
 
 def _faiss():
     try:
+        # faiss is optional (k-NN falls back to torch)
         import faiss  # type: ignore
 
         return faiss
@@ -62,6 +65,7 @@ def faiss_blas_core(faiss=None) -> Optional[str]:
     if faiss is None:
         return None
     try:
+        # threadpoolctl comes with scikit-learn, optional
         from threadpoolctl import threadpool_info
     except ImportError:
         return None
@@ -122,8 +126,6 @@ def select_backend(bank: torch.Tensor, queries: torch.Tensor, k: int, device: st
     and thread counts, so later searches decide without timing). Every backend returns the same
     neighbours (ties aside).
     """
-    from transfer.errors import UserError
-
     src = "backend argument"
     if backend is None:
         backend, src = os.environ.get(ENV_BACKEND, "") or "auto", f"{ENV_BACKEND}"
@@ -300,12 +302,8 @@ def weighted_knn(train_feats: ArrayLike, train_labels: ArrayLike, test_feats: Ar
     yb = as_tensor(train_labels, torch.int64).cpu()
     yq = as_tensor(test_labels, torch.int64).cpu()
     if not ks or any(int(k) < 1 for k in ks):
-        from transfer.errors import UserError
-
         raise UserError(f"k-NN: every k must be >= 1, got {list(ks)}")
     if T <= 0:
-        from transfer.errors import UserError
-
         raise UserError(f"k-NN: temperature must be > 0, got {T}")
     num_classes = int(num_classes or infer_num_classes(yb, yq))
     warnings = check_pair(xb, xq, yb, yq, num_classes)

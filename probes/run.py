@@ -10,15 +10,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from transfer.data import build_dataset
+from transfer.devices import resolve_device
 from transfer.errors import UserError
+from transfer.sources import FeatureSource, load_source
 
 from .features import cached_features, make_transform
 from .fewshot import fewshot_eval, lowshot_curve
 from .knn import weighted_knn
 from .linear import SANITY_POINTS, default_sweep, linear_probe
+from .linear_sgd import linear_eval_frozen
 from .plots import pca_2d
 from .report import write_reports
-from .source import FeatureSource, load_source
 
 PROBES = ("knn", "linear", "fewshot")
 
@@ -78,8 +80,7 @@ def _native_size(ds) -> int:
 def load_inputs(ckpt: str, data: str, cfg: ProbeConfig) -> Tuple[FeatureSource, Any, Any]:
     """The checkpoint source and both splits, with the device and empty-split checks every probe needs
     (the frozen-feature probes and the fine-tuning probe alike)."""
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA device is available")
+    resolve_device(cfg.device)  # a clear error for an unknown device or CUDA missing, before any work
     source = load_source(ckpt)
     train_ds = build_dataset(data, cfg.train_split, root=cfg.data_root)
     test_ds = build_dataset(data, cfg.test_split, root=cfg.data_root)
@@ -127,7 +128,6 @@ def _linear(ctx: Context, cfg: ProbeConfig) -> Dict[str, Any]:
     if ctx.source.backbone is None:
         raise UserError(f"linear protocol {cfg.linear_protocol!r} trains on a backbone; "
                         f"--ckpt pixels supports only the fast protocol")
-    from .linear_sgd import linear_eval_frozen
 
     t = ctx.transform
     return linear_eval_frozen(ctx.source.backbone, ctx.train_ds, ctx.test_ds, t["resize"], t["mean"], t["std"],

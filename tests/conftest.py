@@ -25,6 +25,18 @@ def tiny_overrides(tmp: Path, name: str = "t", **extra) -> List[str]:
     return [f"{k}={v}" for k, v in o.items()]
 
 
+def cli_error(capsys, argv: List[str]) -> str:
+    """Run ``transfer ARGV``; assert it failed as a user error does (exit 2, one line on stderr, no
+    traceback) and return that line."""
+    from transfer.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
 @pytest.fixture
 def tiny(tmp_path):
     return lambda **kw: tiny_overrides(tmp_path, **kw)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .backbones import ResNetBackbone, backbone_from_arch
@@ -55,6 +55,18 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
 
     atomic_write(path, w)
+
+
+def stamp_matches(stamp: Path, params: Dict[str, Any], outputs) -> bool:
+    """True when a generated folder is complete and was made with ``params``: every path in
+    ``outputs`` exists and the JSON ``stamp`` (written last, with :func:`atomic_write_text`) holds
+    ``params``. An unreadable stamp counts as no stamp."""
+    if not (Path(stamp).is_file() and all(Path(p).is_file() for p in outputs)):
+        return False
+    try:
+        return json.loads(Path(stamp).read_text()) == params
+    except json.JSONDecodeError:
+        return False
 
 
 STATE_DIGEST_KEY = "state_sha256"
@@ -166,8 +178,6 @@ def read_safetensors(path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any
     if not path.is_file():
         raise UserError(f"backbone file not found: {path}")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
         sd = load_file(str(path))

@@ -16,7 +16,6 @@ a float), so the trainer reads ``cfg[...]`` without casting.
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -26,6 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from .errors import UserError
+from .suggest import did_you_mean
 
 DEFAULTS: Dict[str, Any] = {
     "name": None,  # run folder name under out_dir (default: recipe name)
@@ -91,9 +91,7 @@ def _merge(base: Dict[str, Any], over: Dict[str, Any], where: str) -> Dict[str, 
     out = copy.deepcopy(base)
     for k, v in over.items():
         if k not in base:
-            close = difflib.get_close_matches(k, list(base), n=1)
-            hint = f" (did you mean '{where}{close[0]}'?)" if close else ""
-            raise UserError(f"unknown config key '{where}{k}'{hint}")
+            raise UserError(f"unknown config key '{where}{k}'{did_you_mean(k, base, where)}")
         if isinstance(base[k], dict) and k not in ("params", "aug"):
             if not isinstance(v, dict):
                 raise UserError(f"config key '{where}{k}' must be a mapping, got {v!r}")
@@ -155,8 +153,7 @@ def find_recipe(name_or_path: str) -> Path:
     cand = recipe_dir() / (name_or_path if name_or_path.endswith(".yaml") else f"{name_or_path}.yaml")
     if cand.is_file():
         return cand
-    close = difflib.get_close_matches(p.stem, list_recipes(), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(p.stem, list_recipes())
     raise UserError(f"config not found: {name_or_path}{hint}; built-in recipes: {', '.join(list_recipes())}")
 
 
@@ -409,9 +406,7 @@ def validate(cfg: Dict[str, Any]) -> None:
     known = set(AugmentConfig.__dataclass_fields__) - {"size"}  # the size is data.size
     for k, v in cfg["data"]["aug"].items():
         if k not in known:
-            close = difflib.get_close_matches(k, sorted(known), n=1)
-            hint = f" (did you mean 'data.aug.{close[0]}'?)" if close else ""
-            raise UserError(f"unknown config key 'data.aug.{k}'{hint}")
+            raise UserError(f"unknown config key 'data.aug.{k}'{did_you_mean(k, sorted(known), 'data.aug.')}")
         hi = 1.0 if k.startswith("p_") or k in ("scale_min", "scale_max") else None
         lo_open = k in ("scale_min", "scale_max", "ratio_min", "ratio_max")
         cfg["data"]["aug"][k] = Field("float", lo=0, lo_open=lo_open, hi=hi).check(f"data.aug.{k}", v)

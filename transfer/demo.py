@@ -9,7 +9,6 @@ the numbers in ``runs/demo/demo_summary.json``.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 from .checkpoint import atomic_write_text
 from .config import load_config
 from .errors import UserError
+from .tasks import run_task
 
 STAGES = ["pretrain", "knn", "probe", "finetune", "det", "seg", "zoo", "report"]
 RANDOM_SPEC = "random:{arch}:{width}:0"
@@ -106,11 +106,10 @@ class Demo:
         return s
 
     def _task(self, kind: str, task: str, max_iter: Optional[int]) -> Dict[str, Any]:
-        mod = importlib.import_module(f"transfer.tasks.{kind}")
         res: Dict[str, Any] = {}
         for label, spec in (("ssl", str(self.run_dir)), ("random_init", self._random_spec())):
             out_dir = (self.run_dir / "transfer" / task) if label == "ssl" else (self.out / "transfer" / task / label)
-            r = mod.run_task(task, spec, out_dir=out_dir, max_iter=max_iter, device="cpu")
+            r = run_task(task, spec, out_dir=out_dir, max_iter=max_iter, device="cpu")
             if kind == "detection":
                 head = {f"bbox_{k}": r["bbox"][k] for k in ("AP", "AP50", "AP75")}
             else:

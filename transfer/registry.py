@@ -1,10 +1,10 @@
 """A tiny name -> builder registry, shared by backbones, methods, datasets and optimisers."""
 from __future__ import annotations
 
-import difflib
 from typing import Callable, Dict, Generic, Iterator, TypeVar
 
 from .errors import UserError
+from .suggest import did_you_mean
 
 T = TypeVar("T")
 
@@ -25,10 +25,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._items:
-            close = difflib.get_close_matches(name, list(self._items), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UserError(
-                f"unknown {self.kind} {name!r}{hint}; known: {', '.join(sorted(self._items))}"
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self._items)}; known: {', '.join(sorted(self._items))}"
             )
         return self._items[name]
 

@@ -8,15 +8,7 @@ import os
 import pytest
 import torch
 
-from transfer.cli import main
-
-
-def _err(capsys, argv):
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
+from tests.conftest import cli_error
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -25,7 +17,7 @@ def test_read_only_output_folder(capsys, tiny, tmp_path):
     ro.mkdir()
     ro.chmod(0o555)
     try:
-        err = _err(capsys, ["pretrain", "unigrad_fmnist", *tiny(name="r", out_dir=ro)])
+        err = cli_error(capsys, ["pretrain", "unigrad_fmnist", *tiny(name="r", out_dir=ro)])
     finally:
         ro.chmod(0o755)
     assert "Permission denied" in err and str(ro) in err
@@ -43,7 +35,7 @@ def test_permission_error_is_one_line(capsys, tiny, tmp_path, monkeypatch):
         return real(self, *a, **k)
 
     monkeypatch.setattr(Path, "mkdir", refuse)
-    err = _err(capsys, ["pretrain", "unigrad_fmnist", *tiny(name="r")])
+    err = cli_error(capsys, ["pretrain", "unigrad_fmnist", *tiny(name="r")])
     assert err.startswith("transfer pretrain: error: Permission denied") and str(tmp_path / "r") in err
 
 
@@ -55,11 +47,11 @@ def test_full_disk_is_one_line(capsys, tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(ck, "save_state", full)
     monkeypatch.setattr("transfer.trainer.save_state", full)
-    err = _err(capsys, ["pretrain", "unigrad_fmnist", *tiny(name="f")])
+    err = cli_error(capsys, ["pretrain", "unigrad_fmnist", *tiny(name="f")])
     assert "No space left on device" in err and "checkpoint.pt" in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_device_cuda_without_gpu(capsys, tiny):
-    err = _err(capsys, ["pretrain", "unigrad_fmnist", *tiny(name="c"), "--device", "cuda"])
+    err = cli_error(capsys, ["pretrain", "unigrad_fmnist", *tiny(name="c"), "--device", "cuda"])
     assert "--device cuda" in err and "CUDA is not available" in err

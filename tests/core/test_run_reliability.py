@@ -9,16 +9,9 @@ import shutil
 import pytest
 import torch
 
+from tests.conftest import cli_error
 from transfer.cli import main
 from transfer.trainer import Trainer
-
-
-def _err(capsys, argv):
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 def _export_steps(path):
@@ -77,7 +70,7 @@ def test_checkpoint_with_inf_state_is_not_saved(capsys, tiny, tmp_path, monkeypa
         return out
 
     monkeypatch.setattr(Trainer, "train_step", poisoned)
-    err = _err(capsys, ["pretrain", "unigrad_fmnist", *tiny(name="inf", **{"optim.max_steps": 4, "train.ckpt_every": 1})])
+    err = cli_error(capsys, ["pretrain", "unigrad_fmnist", *tiny(name="inf", **{"optim.max_steps": 4, "train.ckpt_every": 1})])
     assert "non-finite" in err and "running_var" in err and "last good checkpoint" in err
     st = load_state(tmp_path / "inf" / "checkpoint.pt")
     assert st["step"] == 2
@@ -97,7 +90,7 @@ def test_resume_may_change_max_steps_workers_root_and_train(capsys, tiny, tmp_pa
 def test_resume_still_refuses_a_changed_setting(capsys, tiny, tmp_path):
     assert main(["pretrain", "unigrad_fmnist", *tiny(name="y")]) == 0
     capsys.readouterr()
-    err = _err(capsys, ["pretrain", "unigrad_fmnist", *tiny(name="y", **{"optim.base_lr": 0.123, "optim.max_steps": 5})])
+    err = cli_error(capsys, ["pretrain", "unigrad_fmnist", *tiny(name="y", **{"optim.base_lr": 0.123, "optim.max_steps": 5})])
     assert "optim.base_lr=" in err and "optim.optim" not in err
 
 
@@ -130,5 +123,5 @@ def test_empty_checkpoint_on_resume_is_one_line(capsys, tiny, tmp_path, content)
     run = tmp_path / "e"
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(content)
-    err = _err(capsys, ["pretrain", "unigrad_fmnist", *tiny(name="e")])
+    err = cli_error(capsys, ["pretrain", "unigrad_fmnist", *tiny(name="e")])
     assert str(run / "checkpoint.pt") in err

@@ -53,6 +53,17 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
+def tiny_zoo(tmp_path):
+    """One tiny ResNet-18 (width 1/8, conversions apply) published into a fresh zoo: (zoo, run)."""
+    import model_zoo
+
+    run = make_run(tmp_path / "run", "resnet18", width=0.125)
+    zoo = tmp_path / "zoo"
+    model_zoo.publish(run, "tiny", zoo=str(zoo))
+    return zoo, run
+
+
+@pytest.fixture
 def http_zoo() -> Iterator:
     """``serve(folder) -> base URL``: a real http.server on 127.0.0.1 in a thread, per test."""
     servers = []

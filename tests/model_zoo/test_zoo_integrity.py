@@ -22,15 +22,6 @@ BAD_NAMES = ["../x", "/etc/x", "x/../../y", "a/b", "..", ".", ".hidden", "", "UP
              "a..b", "c:\\x", "%2e%2e"]
 
 
-@pytest.fixture
-def tiny_zoo(tmp_path):
-    """One tiny ResNet-18 (width 1/8, conversions apply) published into a fresh zoo."""
-    run = make_run(tmp_path / "run", "resnet18", width=0.125)
-    zoo = tmp_path / "zoo"
-    model_zoo.publish(run, "tiny", zoo=str(zoo))
-    return zoo, run
-
-
 def _flip_byte(p: Path, at: int = -100) -> None:
     b = bytearray(p.read_bytes())
     b[at] ^= 0xFF

@@ -19,14 +19,6 @@ from transfer.errors import UserError
 from .conftest import make_run, weights_sha
 
 
-@pytest.fixture
-def tiny_zoo(tmp_path):
-    run = make_run(tmp_path / "run", "resnet18", width=0.125)
-    zoo = tmp_path / "zoo"
-    model_zoo.publish(run, "tiny", zoo=str(zoo))
-    return zoo, run
-
-
 def _killed_publish(zoo: str, run: str, where: str) -> None:
     """Child process: publish --force and die (os._exit, no cleanup runs) at ``where``."""
     import torch

@@ -59,7 +59,7 @@ def test_own_export_and_arch_mismatch(tmp_path, capsys):
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from probes.source import random_backbone
+    from transfer.sources import random_backbone
     from transfer.checkpoint import export_backbone
 
     bb = random_backbone("small_resnet18", 0.125)

@@ -29,7 +29,7 @@ from probes.features import extract_features
 from probes.fewshot import fewshot_eval, group_by_class, lowshot_curve, sample_episode
 from probes.linear import (choose_l2, default_sweep, l2_to_C, linear_probe, stratified_split,
                            sweep_should_stop)
-from probes.source import random_backbone
+from transfer.sources import random_backbone
 from tests.conftest import tiny_overrides
 from transfer.data import build_dataset
 
@@ -83,7 +83,7 @@ def digits_sets():
 @pytest.fixture(scope="module")
 def trained_backbone(tmp_path_factory):
     """A real export: 60 SimCLR steps on digits (seconds), read back from backbone.safetensors."""
-    from probes.source import load_source
+    from transfer.sources import load_source
     from transfer.config import load_config
     from transfer.trainer import Trainer
 

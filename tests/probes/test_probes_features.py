@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from probes.features import cached_features, extract_features, make_transform, pixel_features
-from probes.source import load_source
+from transfer.sources import load_source
 from transfer.data import build_dataset
 from transfer.errors import UserError
 
@@ -84,7 +84,7 @@ def test_foreign_checkpoint_goes_through_converters(tmp_path):
     conv = pytest.importorskip("converters")
     if not hasattr(conv, "load_any_backbone"):
         pytest.skip("converters.load_any_backbone not built yet")
-    from probes.source import random_backbone
+    from transfer.sources import random_backbone
 
     bb = random_backbone("small_resnet18", 0.125)
     torch.save({"state_dict": {"backbone." + k: v for k, v in bb.state_dict().items()}}, tmp_path / "x.pth")

@@ -7,7 +7,7 @@ import torch
 
 from probes.finetune import (FinetuneConfig, LabelSpec, carve_validation, finetune_backbone, new_head,
                              parse_labels, select_labelled)
-from probes.source import random_backbone
+from transfer.sources import random_backbone
 from transfer.cli import main
 from transfer.data import build_dataset
 from transfer.errors import UserError

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from probes.linear_sgd import LARS, linear_eval_frozen
-from probes.source import random_backbone
+from transfer.sources import random_backbone
 from transfer.data import build_dataset
 
 

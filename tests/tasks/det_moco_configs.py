@@ -92,6 +92,8 @@ def load_moco(name: str) -> dict:
 
     import yaml
 
+    from transfer.config import _deep_update
+
     d = yaml.safe_load(MOCO_CONFIGS[name])
     base = d.pop("_BASE_", None)
     merged = load_moco(base) if base else {}
@@ -103,15 +105,7 @@ def load_moco(name: str) -> dict:
             return list(ast.literal_eval(v))
         return v
 
-    def deep(a, b):
-        for k, v in b.items():
-            if isinstance(v, dict) and isinstance(a.get(k), dict):
-                deep(a[k], v)
-            else:
-                a[k] = v
-        return a
-
-    return deep(merged, fix(d))
+    return _deep_update(merged, fix(d))  # detectron2's merge: nested mappings merge, the rest replaces
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

@@ -157,27 +157,20 @@ def test_trees_reader_unreadable_image(tmp_path):
     one_line(ei, src / "SOAP_061.png", src / "SOAP_061.xml")
 
 
-@pytest.mark.parametrize("kind", POISONS)
-def test_det_eval_only_poisoned_checkpoint(det, tmp_path, kind):
-    data, out, task, s = _det_copy(det, tmp_path)
-    marker = tmp_path / "EXECUTED"
-    target = out / "model_final.pt"
-    poison(kind, target, det[0] / "run" / "model_final.pt", marker)
-    with pytest.raises(UserError) as ei:
-        run_detection(task, CKPT, "torchvision", data, out, s, eval_only=True, device="cpu")
-    one_line(ei, "--eval-only", target)
-    assert not marker.exists()
+# A poisoned model_final.pt read by --eval-only, or a poisoned last.pt read to resume (same settings).
+DET_POISONS = ([("model_final.pt", True, "--eval-only", k) for k in POISONS]
+               + [("last.pt", False, "resume", k) for k in ("pickle payload", "truncated", "wrong shapes")])
 
 
-@pytest.mark.parametrize("kind", ["pickle payload", "truncated", "wrong shapes"])
-def test_det_resume_poisoned_last_checkpoint(det, tmp_path, kind):
+@pytest.mark.parametrize("fname,eval_only,said,kind", DET_POISONS, ids=[f"{c[0]}-{c[3]}" for c in DET_POISONS])
+def test_det_poisoned_checkpoint(det, tmp_path, fname, eval_only, said, kind):
     data, out, task, s = _det_copy(det, tmp_path)
     marker = tmp_path / "EXECUTED"
-    last = out / "last.pt"
-    poison(kind, last, det[0] / "run" / "last.pt", marker)
+    target = out / fname
+    poison(kind, target, det[0] / "run" / fname, marker)
     with pytest.raises(UserError) as ei:
-        run_detection(task, CKPT, "torchvision", data, out, s, device="cpu")  # same settings: it resumes
-    one_line(ei, "resume", last)
+        run_detection(task, CKPT, "torchvision", data, out, s, eval_only=eval_only, device="cpu")
+    one_line(ei, said, target)
     assert not marker.exists()
 
 

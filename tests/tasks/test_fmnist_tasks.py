@@ -55,7 +55,7 @@ def test_fmnist_det_runs_on_the_engine(tmp_path, engine, ckpt):
 
 
 def test_fmnist_det_keeps_a_checkpoints_own_normalisation(tmp_path):
-    from probes.source import load_source
+    from transfer.sources import load_source
     from transfer.tasks.detection import run_detection
 
     torch.set_num_threads(1)

@@ -30,7 +30,7 @@ S = dict(crop_size=512, aux=True, aux_weight=0.4, output_stride=8, test_mode="wh
 def _fragment(tmp_path, arch):
     from converters.writers import get_writer
 
-    from probes.source import random_backbone
+    from transfer.sources import random_backbone
     from transfer.backbones import arch_name, ArchSpec
 
     bb = random_backbone(arch_name(ArchSpec(**{k: arch[k] for k in ("depth", "small", "width")})), arch["width"])

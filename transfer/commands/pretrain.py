@@ -7,6 +7,7 @@ import argparse
 import json
 
 from ..config import load_config, recipe_groups
+from ..trainer import Trainer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +30,6 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {name:<{width}}  {desc}")
         return 0
     cfg = load_config(args.config, args.overrides)
-    from ..trainer import Trainer
 
     tr = Trainer(cfg, device=args.device)
     try:

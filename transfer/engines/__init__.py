@@ -1,11 +1,8 @@
-"""Engines are adapters that train and evaluate a task: ``ENGINES`` maps a name to a callable
-``available() -> (bool, reason)``; the run function lives beside it in the engine's module."""
+"""Engines are adapters that train and evaluate a task; the contract and the registry are in
+:mod:`transfer.engines.base`. Importing this package registers every engine below."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from .base import ENGINES, Engine, Job, register_engine, select_engine
+from . import det_detectron2, det_torchvision, seg_embedded, seg_mmseg  # noqa: E402,F401  (register)
 
-ENGINES: Dict[str, Callable[[], Tuple[bool, str]]] = {}
-
-
-def register_engine(name: str, available: Callable[[], Tuple[bool, str]]) -> None:
-    ENGINES[name] = available
+__all__ = ["ENGINES", "Engine", "Job", "register_engine", "select_engine"]

@@ -16,19 +16,27 @@ or ``scripts/install_detectron2.sh``) is importable.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import traceback
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+import torch
+
+from converters.writers import get_writer
+from transfer.devices import resolve_device
 from transfer.errors import UserError
 
-from . import register_engine
+from ..checkpoint import atomic_write_text
+from .base import Engine, Job, no_small_stem, register_engine
+from .det_eval import evaluate, to_coco_dets
+from .det_torchvision import resolve_mean_std
 
 
 def _where(e: BaseException) -> str:
     """The innermost detectron2 frame of a traceback: the module that needed what is missing."""
-    import traceback
-
     frames = [f for f in traceback.extract_tb(e.__traceback__) if "detectron2" in f.filename.replace("\\", "/")]
     if not frames:
         return ""
@@ -66,11 +74,13 @@ def available():
 
 def _check_available():
     try:
+        # detectron2 is optional (the detectron2 engine only)
         import detectron2
     except ImportError as e:
         return False, f"detectron2 not importable ({e}); see scripts/install_detectron2.sh"
     ver = f"detectron2 {getattr(detectron2, '__version__', '?')}"
     try:
+        # detectron2 is optional (the detectron2 engine only)
         from detectron2.checkpoint import DetectionCheckpointer  # noqa: F401
         from detectron2.config import get_cfg  # noqa: F401
         from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: F401
@@ -79,8 +89,6 @@ def _check_available():
     except Exception as e:  # a missing module, compiled op or attribute (e.g. Pillow's removed Image.LINEAR)
         return False, f"{ver} is installed but " + _missing(e, "importing its training and modelling path")
     try:
-        import torch
-
         register_extra_norm_heads()
         cfgd = build_config({"max_iter": 1, "min_size_test": 64, "max_size": 64, "fpn_channels": 16,
                              "box_head_dim": 16, "mask_head_dim": 8, "mask_on": True, "norm": "BN", "fpn_norm": "BN",
@@ -96,7 +104,6 @@ def _check_available():
     return True, ""
 
 
-register_engine("detectron2", available)
 
 
 def _tuple(v) -> List[int]:
@@ -186,6 +193,7 @@ def build_config(s: Dict[str, Any], *, weights: str, arch: Dict[str, Any], num_c
 
 def d2_dicts(split) -> List[dict]:
     """detectron2 dataset dicts (``XYXY_ABS`` boxes, 0-based classes) from a :class:`DetSplit`."""
+    # detectron2 is optional (the detectron2 engine only)
     from detectron2.structures import BoxMode
 
     out = []
@@ -204,6 +212,7 @@ def d2_dicts(split) -> List[dict]:
 
 def register_datasets(prefix: str, train_split, test_split) -> List[str]:
     """Register ``<prefix>_train`` / ``<prefix>_test`` (replacing earlier registrations of the names)."""
+    # detectron2 is optional (the detectron2 engine only)
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     names = []
@@ -223,6 +232,7 @@ def register_datasets(prefix: str, train_split, test_split) -> List[str]:
 
 def register_extra_norm_heads() -> None:
     """MoCo's ``Res5ROIHeadsExtraNorm`` (moco ``detection/train_net.py``): res5 + one more norm."""
+    # detectron2 is optional (the detectron2 engine only)
     from detectron2.layers import get_norm
     from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
 
@@ -239,6 +249,7 @@ def register_extra_norm_heads() -> None:
 
 def to_cfgnode(d: Dict[str, Any]):
     """Merge the nested dict into detectron2's default config (unknown keys fail loudly)."""
+    # detectron2 is optional (the detectron2 engine only)
     from detectron2.config import CfgNode, get_cfg
 
     cfg = get_cfg()
@@ -247,11 +258,10 @@ def to_cfgnode(d: Dict[str, Any]):
 
 
 def _make_trainer_cls(split_by_name: Dict[str, Any], voc_metric: bool, out_dir: Path):
+    # detectron2 is optional (the detectron2 engine only)
     from detectron2.engine import DefaultTrainer
     from detectron2.evaluation import DatasetEvaluator
     from detectron2.utils import comm
-
-    from .det_eval import evaluate, to_coco_dets
 
     class Collect(DatasetEvaluator):
         def __init__(self, name):
@@ -286,9 +296,6 @@ def _make_trainer_cls(split_by_name: Dict[str, Any], voc_metric: bool, out_dir: 
 
         def build_writers(self):
             # detectron2's default writers, with TensorBoard only where it is installed
-            import importlib.util
-            import os
-
             from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
             w = [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
@@ -303,6 +310,7 @@ def _main(cfg, split_by_name, voc_metric, out_dir, eval_only, resume, prefix, tr
     # workers started by detectron2's launch (mp.spawn) are fresh interpreters: register here too
     register_datasets(prefix, train_split, test_split)
     register_extra_norm_heads()
+    # detectron2 is optional (the detectron2 engine only)
     from detectron2.checkpoint import DetectionCheckpointer
 
     Trainer = _make_trainer_cls(split_by_name, voc_metric, out_dir)
@@ -318,9 +326,6 @@ def _main(cfg, split_by_name, voc_metric, out_dir, eval_only, resume, prefix, tr
 def _check_fingerprint(out_dir: Path, weights: str, s: Dict[str, Any], eval_only: bool) -> None:
     """detectron2 resumes from ``OUTPUT_DIR/last_checkpoint`` whatever produced it: refuse a folder
     trained from other weights or settings, and an ``--eval-only`` with nothing trained."""
-    from ..checkpoint import atomic_write_text
-    from ..errors import UserError
-
     fp_path = out_dir / "d2_fingerprint.json"
     want = {"weights_sha256": weights,
             "settings": {k: v for k, v in sorted(s.items()) if k not in ("resume", "max_iter", "num_gpus")}}
@@ -339,15 +344,14 @@ def _check_fingerprint(out_dir: Path, weights: str, s: Dict[str, Any], eval_only
     atomic_write_text(fp_path, json.dumps(want, indent=1))
 
 
-def run(source, train_split, test_split, s: Dict[str, Any], out_dir: Path, eval_only: bool = False,
-        device: str = "auto", voc_metric: bool = False, task_name: str = "det", log=print) -> Dict[str, Any]:
-    import torch
-    from converters.writers import get_writer
-    from detectron2.engine import launch
+def run(job: Job) -> Dict[str, Any]:
+    """Train (unless ``eval_only``) and evaluate with detectron2's ``DefaultTrainer``."""
+    from detectron2.engine import launch  # optional heavy dependency: only when this engine runs
 
-    from .det_torchvision import pick_device, resolve_mean_std
+    source, train_split, test_split, s, out_dir = job.source, job.train, job.test, job.settings, job.out_dir
+    eval_only, device, voc_metric, task_name = job.eval_only, job.device, job.voc_metric, job.task.name
 
-    dev = pick_device(device)
+    dev = resolve_device(device)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     arch = source.backbone.arch_dict()
@@ -387,3 +391,6 @@ def run(source, train_split, test_split, s: Dict[str, Any], out_dir: Path, eval_
                   "device": dev.type, "config": str(out_dir / "d2_config.yaml"), "weights": str(pkl)}
     m["train"] = {"max_iter": int(s["max_iter"]), "num_gpus": ngpu}
     return m
+
+
+register_engine(Engine("detectron2", "det", check=available, run=run, accepts=no_small_stem))

@@ -25,6 +25,7 @@ METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 def coco_gt(split) -> "Any":
     """A pycocotools ``COCO`` object holding ``split``'s ground truth (masks when it has them)."""
+    # pycocotools is optional (the detection extra)
     from pycocotools.coco import COCO
 
     images, anns = [], []
@@ -48,6 +49,7 @@ def coco_gt(split) -> "Any":
 
 def coco_ap(gt, dets: Sequence[dict], iou_type: str = "bbox") -> Tuple[Dict[str, float], str]:
     """(``{AP, AP50, AP75, APs, APm, APl}`` in percent, COCOeval's printed summary)."""
+    # pycocotools is optional (the detection extra)
     from pycocotools.cocoeval import COCOeval
 
     dets = [d for d in dets if iou_type != "segm" or "segmentation" in d]
@@ -146,6 +148,7 @@ def to_coco_dets(image_id: int, boxes, scores, labels, cat_ids: List[int], masks
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     rles = None
     if masks is not None and len(boxes):
+        # pycocotools is optional (the detection extra)
         from pycocotools import mask as mask_util
 
         m = np.asarray(masks, np.uint8)

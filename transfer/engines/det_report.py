@@ -1,5 +1,6 @@
 """The detection report: ``results.json`` beside ``report.md`` and ``report.html``, with a few
-held-out images drawn with true boxes (green) and predicted boxes (red, score shown)."""
+held-out images drawn (matplotlib) with true boxes (green) and predicted boxes (red, score shown).
+The pages are assembled here; the drawing is matplotlib's."""
 from __future__ import annotations
 
 import html
@@ -8,15 +9,24 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from transfer.checkpoint import atomic_write_text
+import numpy as np
+from PIL import Image
+
+from transfer.checkpoint import atomic_write, atomic_write_text
 
 from .det_eval import METRIC_KEYS
+
+DPI = 100
+TRUE_COLOUR, PRED_COLOUR = "#00e600", "#ff2828"
 
 
 def draw_images(split, dets: Sequence[dict], out_dir: Path, n: int = 4, score_thresh: float = 0.5,
                 max_pred: int = 100) -> List[Path]:
-    """PNG files of the first ``n`` images of ``split`` with true and predicted boxes."""
-    from PIL import Image, ImageDraw
+    """PNG files of the first ``n`` images of ``split`` with true boxes (green) and predicted boxes
+    (red, score above), drawn with matplotlib; small images are shown at least 256 px wide."""
+    # matplotlib costs about half a second to import: only when a report is drawn
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
     by_img: Dict[int, List[dict]] = {}
     for d in dets:
@@ -25,21 +35,22 @@ def draw_images(split, dets: Sequence[dict], out_dir: Path, n: int = 4, score_th
     paths = []
     for im in split.images[:n]:
         with Image.open(im.file) as pil:
-            canvas = pil.convert("RGB")
-        scale = max(1, int(math.ceil(256 / max(canvas.size))))  # tiny test images: upscale so boxes read
-        if scale > 1:
-            canvas = canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
-        dr = ImageDraw.Draw(canvas)
-        for b, lab in zip(im.boxes, im.labels):
-            dr.rectangle([float(v) * scale for v in b], outline=(0, 230, 0), width=2)
+            pixels = np.asarray(pil.convert("RGB"))
+        h, w = pixels.shape[:2]
+        scale = max(1, int(math.ceil(256 / max(h, w))))  # tiny test images: upscale so boxes read
+        fig = Figure(figsize=(w * scale / DPI, h * scale / DPI), dpi=DPI)
+        ax = fig.add_axes((0, 0, 1, 1))
+        ax.imshow(pixels, interpolation="nearest")
+        ax.set_axis_off()
+        for x0, y0, x1, y1 in im.boxes:
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=TRUE_COLOUR, linewidth=1.5))
         preds = sorted(by_img.get(im.image_id, []), key=lambda d: -d["score"])
-        shown = [d for d in preds if d["score"] >= score_thresh][:max_pred]
-        for d in shown:
-            x, y, w, h = (v * scale for v in d["bbox"])
-            dr.rectangle([x, y, x + w, y + h], outline=(255, 40, 40), width=2)
-            dr.text((x + 2, y + 1), f"{d['score']:.2f}", fill=(255, 40, 40))
+        for d in [d for d in preds if d["score"] >= score_thresh][:max_pred]:
+            x, y, bw, bh = d["bbox"]
+            ax.add_patch(Rectangle((x, y), bw, bh, fill=False, edgecolor=PRED_COLOUR, linewidth=1.5))
+            ax.text(x + 1, y + 1, f"{d['score']:.2f}", color=PRED_COLOUR, fontsize=7, va="top")
         p = out_dir / f"{Path(im.file).stem}.png"
-        canvas.save(p)
+        atomic_write(p, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
         paths.append(p)
     return paths
 

@@ -36,17 +36,24 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
+from torchvision.models.detection import FasterRCNN, MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from transfer.checkpoint import atomic_write
+from transfer.data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from transfer.devices import resolve_device
 from transfer.errors import UserError
 from transfer.progress import Progress
 
-from . import register_engine
+from .base import Engine, Job, register_engine
 from .det_eval import evaluate, to_coco_dets
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 STAGES = ("stem", "res2", "res3", "res4", "res5")
 
 
@@ -54,13 +61,10 @@ def available():
     return True, ""
 
 
-register_engine("torchvision", available)
 
 
 # ----------------------------------------------------------------------------------------- model
 def _norm_layer(kind: str):
-    from torchvision.ops import FrozenBatchNorm2d
-
     kind = (kind or "").strip()
     if kind in ("", "none", "None"):
         return None
@@ -74,8 +78,6 @@ def _norm_layer(kind: str):
 def freeze_bn(module: nn.Module) -> nn.Module:
     """Replace every BatchNorm2d in ``module`` by a FrozenBatchNorm2d with the same statistics
     (detectron2 ``FrozenBatchNorm2d.convert_frozen_batchnorm``)."""
-    from torchvision.ops import FrozenBatchNorm2d
-
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         f = FrozenBatchNorm2d(module.num_features, eps=module.eps)
         if module.affine:
@@ -122,7 +124,6 @@ class Trunk(nn.Module):
 class FPNBackbone(nn.Module):
     def __init__(self, bb, in_stages: Sequence[str], out_channels: int, fpn_norm: str) -> None:
         super().__init__()
-        from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
         self.body = Trunk(bb, "res5")
         self.in_stages = list(in_stages)
@@ -174,12 +175,6 @@ def resolve_mean_std(meta: Dict[str, Any]):
 
 def build_model(backbone, num_classes: int, s: Dict[str, Any], meta: Optional[Dict[str, Any]] = None):
     """Faster / Mask R-CNN (``s["mask_on"]``) with ``num_classes`` foreground classes on ``backbone``."""
-    from torchvision.models.detection import FasterRCNN, MaskRCNN
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-    from torchvision.ops import MultiScaleRoIAlign
-
     head = str(s.get("head", "fpn")).lower()
     if head not in ("fpn", "c4"):
         raise UserError(f"head {head!r}: choose fpn or c4")
@@ -269,8 +264,6 @@ def _rebind_frozen(trunk: Trunk, freeze_at: int) -> None:
 def load_image(path: str) -> torch.Tensor:
     """An RGB image as (3, H, W) floats in [0, 1]; a missing, unreadable, truncated or over-sized
     (Pillow's decompression-bomb limit) file is one :class:`UserError` naming it."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
@@ -286,6 +279,7 @@ def decode_masks(im, keep: np.ndarray, source: object = "") -> torch.Tensor:
     """COCO polygons / RLE of the kept boxes -> (N, H, W) uint8 (a filled box where none is given).
     A mask that cannot be decoded, or whose RLE size is not the image's, is one :class:`UserError`
     naming the annotation file (``source``) and the image."""
+    # pycocotools is optional (the detection extra)
     from pycocotools import mask as mask_util
 
     out = np.zeros((int(keep.sum()), im.height, im.width), np.uint8)
@@ -533,22 +527,11 @@ def predict(model, split, s: Dict[str, Any], device: torch.device) -> List[dict]
     return dets
 
 
-def pick_device(device: str) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        d = torch.device(device)
-    except RuntimeError:
-        raise UserError(f"--device {device!r}: not a torch device (cpu, cuda, cuda:1, auto)") from None
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available on this machine")
-    return d
-
-
-def run(source, train_split, test_split, s: Dict[str, Any], out_dir: Path, eval_only: bool = False,
-        device: str = "auto", voc_metric: bool = False, log=print) -> Dict[str, Any]:
+def run(job: Job) -> Dict[str, Any]:
     """Train (unless ``eval_only``) and evaluate; returns the metrics and how they were produced."""
-    dev = pick_device(device)
+    source, train_split, test_split, s, out_dir = job.source, job.train, job.test, job.settings, Path(job.out_dir)
+    eval_only, device, voc_metric, log = job.eval_only, job.device, job.voc_metric, job.log
+    dev = resolve_device(device)
     torch.manual_seed(int(s.get("seed", 0)))
     num_classes = len(train_split.classes)
     model = build_model(source.backbone, num_classes, s, source.meta)
@@ -595,3 +578,6 @@ def _write_losses(out_dir: Path, losses: List[dict]) -> None:
     with open(p, "a") as f:
         for r in losses:
             f.write(json.dumps(r) + "\n")
+
+
+register_engine(Engine("torchvision", "det", check=available, run=run))

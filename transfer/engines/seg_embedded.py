@@ -30,13 +30,20 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.segmentation.deeplabv3 import DeepLabHead
+from torchvision.models.segmentation.fcn import FCNHead
 
+from ..checkpoint import load_state, save_state
+from ..data.datasets import IMAGENET_MEAN, IMAGENET_STD
+from ..devices import resolve_device
 from ..errors import UserError
+from ..progress import Progress
+from .base import Engine, Job, register_engine
 from .seg_metrics import IGNORE_INDEX, ConfusionMatrix
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 STATE_FILE = "train_state.pt"
 
 
@@ -49,8 +56,6 @@ def dilate_backbone(bb: nn.Module, output_stride: int = 8) -> nn.Module:
     """Replace strides by dilation in the last stages until the total stride is ``output_stride``
     (in place). First block of a dilated stage keeps the previous dilation (mmseg
     ``contract_dilation``); BasicBlock dilates ``conv1`` only, as mmseg's ``BasicBlock``."""
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-
     if output_stride not in (8, 16, 32):
         raise UserError(f"output_stride must be 8, 16 or 32, got {output_stride}")
     stride = 1 if bb.spec.small else 4
@@ -78,8 +83,6 @@ class SegNet(nn.Module):
 
     def __init__(self, backbone: nn.Module, head: str, num_classes: int, aux: bool, aspp_rates=(12, 24, 36)) -> None:
         super().__init__()
-        from torchvision.models.segmentation.deeplabv3 import DeepLabHead
-        from torchvision.models.segmentation.fcn import FCNHead
 
         ch = backbone.stage_channels
         self.backbone = backbone
@@ -110,8 +113,6 @@ def build_model(backbone: nn.Module, settings: Dict[str, Any], num_classes: int)
 
 # ----------------------------------------------------------------------------- data
 def _resize(img: np.ndarray, mask: Optional[np.ndarray], h: int, w: int):
-    from PIL import Image
-
     img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
     if mask is not None:
         mask = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((w, h), Image.NEAREST)).astype(np.int64)
@@ -251,15 +252,13 @@ def _norm_stats(meta: Dict[str, Any], settings: Dict[str, Any]):
     return mean, std
 
 
-def run(*, backbone: nn.Module, meta: Dict[str, Any], identity: str, train_ds, val_ds, settings: Dict[str, Any],
-        out_dir: Path, eval_only: bool, device: str, desc: str = "seg") -> Dict[str, Any]:
+def run(job: Job) -> Dict[str, Any]:
     """Train (or resume, or skip with ``eval_only``) and evaluate; returns metrics and run facts
     (the runner adds task/backbone facts and writes the report)."""
-    from ..checkpoint import load_state, save_state
-    from ..progress import Progress
-
-    out_dir = Path(out_dir)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    backbone, meta, identity = job.source.backbone, job.source.meta, job.source.identity
+    train_ds, val_ds, settings, eval_only, device, desc = job.train, job.test, job.settings, job.eval_only, job.device, job.task.name
+    out_dir = Path(job.out_dir)
+    dev = resolve_device(device)
     num_classes = train_ds.num_classes
     model = build_model(backbone, settings, num_classes).to(dev)
     mean, std = _norm_stats(meta, settings)
@@ -348,3 +347,6 @@ def run(*, backbone: nn.Module, meta: Dict[str, Any], identity: str, train_ds, v
                 "normalisation": {"mean": list(mean), "std": list(std)}})
     res["_samples"] = kept
     return res
+
+
+register_engine(Engine("embedded", "seg", check=available, run=run))

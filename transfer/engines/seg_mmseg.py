@@ -29,7 +29,6 @@ Nothing here imports mmseg at module import time; :func:`available` says why it 
 from __future__ import annotations
 
 import ast
-
 import functools
 import importlib.util
 import time
@@ -38,9 +37,15 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+from PIL import Image
+
+from converters.writers import get_writer
 
 from ..checkpoint import atomic_write
+from ..data.segmentation.layouts import ade_root, voc_root
 from ..errors import UserError
+from .base import Engine, Job, no_small_stem, register_engine
+from .seg_embedded import _norm_stats
 from .seg_metrics import IGNORE_INDEX, metrics_from_areas
 
 FINAL_WEIGHTS = "model_final.pth"
@@ -53,6 +58,7 @@ def available() -> Tuple[bool, str]:
         if importlib.util.find_spec(mod) is None:
             return False, f"{mod} not installed; {INSTALL_HINT}"
     try:
+        # mmsegmentation is optional (the mmseg engine only)
         import mmseg  # noqa: F401
         from mmseg.models import EncoderDecoder  # noqa: F401  (imports mmcv.ops -> mmcv._ext)
     except ModuleNotFoundError as e:
@@ -153,8 +159,6 @@ def model_config(*, arch: Dict[str, Any], weights: Optional[str], num_classes: i
 
 def dataset_configs(mm_layout: str, data: Path, classes: List[str], prepared: Optional[Path]) -> Tuple[dict, dict]:
     """(train, val) ``BaseSegDataset`` kwargs (without pipelines) over the user's folder."""
-    from ..data.segmentation.layouts import ade_root, voc_root
-
     meta = dict(classes=tuple(classes))
     if mm_layout == "voc":
         root = voc_root(data)
@@ -191,8 +195,6 @@ def dataset_configs(mm_layout: str, data: Path, classes: List[str], prepared: Op
 
 def prepare_generic(train_ds, val_ds, root: Path) -> Path:
     """Write in-memory splits as ``img_dir/{train,val}/*.png`` + ``ann_dir/{train,val}/*.png`` (once)."""
-    from PIL import Image
-
     done = root / ".complete"
     if done.is_file():
         return root
@@ -276,6 +278,7 @@ def build_config(*, arch: Dict[str, Any], weights: Optional[str], fragment: Opti
 
 # ----------------------------------------------------------------------------- metric
 def _register_metric() -> None:
+    # mmsegmentation is optional (the mmseg engine only)
     from mmseg.evaluation.metrics import IoUMetric
     from mmseg.registry import METRICS
 
@@ -285,7 +288,6 @@ def _register_metric() -> None:
     class TransferIoUMetric(IoUMetric):
         """mmseg's IoUMetric (per-image ``intersect_and_union``), reduced through
         :func:`metrics_from_areas` so per-class values come back as scalars ``IoU.<class>``."""
-
         def compute_metrics(self, results: list) -> Dict[str, float]:
             cols = tuple(zip(*results))
             inter, _union, pred, label = (sum(c).cpu().numpy() for c in cols)
@@ -312,15 +314,14 @@ def _unflatten(metrics: Dict[str, float], classes: List[str]) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- run
-def run(*, source, task_name: str, mm_layout: str, data: Path, train_ds, val_ds, settings: Dict[str, Any],
-        out_dir: Path, eval_only: bool, device: str) -> Dict[str, Any]:
+def run(job: Job) -> Dict[str, Any]:
+    """Train (unless ``eval_only``) and evaluate with mmsegmentation's runner."""
+    source, task_name, data, train_ds, val_ds = job.source, job.task.name, Path(job.data), job.train, job.test
+    settings, out_dir, eval_only = job.settings, job.out_dir, job.eval_only  # mmseg picks its own device
+    mm_layout = str(job.task.options.get("mm_layout", "generic"))
     ok, why = available()
     if not ok:
         raise UserError(f"engine mmseg is not available: {why}")
-    from converters.writers import get_writer
-
-    from .seg_embedded import _norm_stats
-
     arch = dict(source.meta.get("arch") or source.backbone.arch_dict())
     work = Path(out_dir) / "mmseg"
     work.mkdir(parents=True, exist_ok=True)
@@ -335,6 +336,7 @@ def run(*, source, task_name: str, mm_layout: str, data: Path, train_ds, val_ds,
     cfg_dict = build_config(arch=arch, weights=str(weights), fragment=fragment, classes=list(train_ds.classes),
                             mm_layout=mm_layout, data=Path(data), prepared=prepared, settings=settings, work_dir=work,
                             mean=mean, std=std, train_size=(w, h))
+    # mmengine is optional (the mmseg engine only)
     from mmengine.config import Config
     from mmengine.runner import Runner
     from mmseg.utils import register_all_modules
@@ -379,6 +381,7 @@ def run(*, source, task_name: str, mm_layout: str, data: Path, train_ds, val_ds,
 def _samples(runner, cfg, val_ds, k: int) -> list:
     """(image, label, prediction, name) for the first ``k`` validation images, via mmseg's
     ``inference_model`` on the trained model."""
+    # mmsegmentation is optional (the mmseg engine only)
     from mmseg.apis import inference_model
 
     model = runner.model
@@ -390,3 +393,6 @@ def _samples(runner, cfg, val_ds, k: int) -> list:
         r = inference_model(model, np.ascontiguousarray(img[..., ::-1]))
         out.append((img, mask, r.pred_sem_seg.data[0].cpu().numpy(), name))
     return out
+
+
+register_engine(Engine("mmseg", "seg", check=available, run=run, accepts=no_small_stem))

@@ -87,7 +87,12 @@ class Asymmetric(CorrelationState):
 
 
 class MLPPredictorMethod(Asymmetric):
+    """BYOL and SimSiam: an MLP predictor in the loss form, the DirectPred rule in the grad form.
+    A subclass names its ``paper_loss``, its momentum default and its ``loss_to_grad``."""
+
     uses_predictor = True
+    default_form = "loss"
+    defaults = {"rho": 0.99, "eps": 0.3}
 
     def build_predictor(self, dim: int, hidden: int):
         return mlp(dim, hidden, dim, 2) if self.form == "loss" else None
@@ -104,9 +109,7 @@ class MLPPredictorMethod(Asymmetric):
 @METHODS.register("byol")
 class BYOL(MLPPredictorMethod):
     name = "byol"
-    default_form = "loss"
     default_momentum = True
-    defaults = {"rho": 0.99, "eps": 0.3}
     loss_to_grad = 4.0
     paper_loss = staticmethod(byol_loss)
 
@@ -114,9 +117,7 @@ class BYOL(MLPPredictorMethod):
 @METHODS.register("simsiam")
 class SimSiam(MLPPredictorMethod):
     name = "simsiam"
-    default_form = "loss"
     default_momentum = False
-    defaults = {"rho": 0.99, "eps": 0.3}
     loss_to_grad = 1.0
     paper_loss = staticmethod(simsiam_loss)
 

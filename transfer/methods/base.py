@@ -22,6 +22,7 @@ from torch import nn
 from ..dist import gather_nograd, rank
 from ..errors import UserError
 from ..registry import Registry
+from ..suggest import did_you_mean
 
 Tensor = torch.Tensor
 
@@ -77,11 +78,8 @@ class Method(nn.Module):
         self.momentum = self.default_momentum if momentum is None else bool(momentum)
         unknown = set(params) - set(self.defaults)
         if unknown:
-            import difflib
-
             k = sorted(unknown)[0]
-            close = difflib.get_close_matches(k, list(self.defaults), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(k, self.defaults)
             raise UserError(f"unknown parameter {k!r} for method {self.name!r}{hint}; known: {sorted(self.defaults)}")
         self.hp: Dict[str, Any] = {**self.defaults, **params}
 

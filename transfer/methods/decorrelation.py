@@ -117,45 +117,44 @@ class VICReg(Decorrelation):
     equivalence = "approximate"
     defaults = {"sim": 25.0, "std": 25.0, "cov": 1.0, "grad_lambd": 50.0}
 
+    #: loss form on ``K^T`` (samples as dimensions) instead of ``K``
+    transpose = False
+
     def loss_forward(self, v: Views, step: int):
-        a, b, c, d = _pair(v, self.momentum)
+        """The symmetrised VICReg loss; with a ``tau`` setting, the exp covariance term (VICReg-exp)."""
+        a, b, c, d = (z.T if self.transpose else z for z in _pair(v, self.momentum))
         h = self.hp
-        return 0.5 * (vicreg_loss(a, b, h["sim"], h["std"], h["cov"]) + vicreg_loss(c, d, h["sim"], h["std"], h["cov"]))
+        tau = float(h.get("tau", 0.0))
+        return 0.5 * (vicreg_loss(a, b, h["sim"], h["std"], h["cov"], tau) + vicreg_loss(c, d, h["sim"], h["std"], h["cov"], tau))
+
+    def _lambd_tau(self):
+        return float(self.hp["grad_lambd"]), float(self.hp["tau"])
 
 
 @METHODS.register("vicreg_exp")
-class VICRegExp(Decorrelation):
+class VICRegExp(VICReg):
     name = "vicreg_exp"
+    equivalence = Decorrelation.equivalence
     defaults = {"sim": 25.0, "std": 25.0, "cov": 1.0, "tau": 0.1, "grad_lambd": 1.0}
 
     def grad_rule(self, u, pos, bank: Bank):
-        return rules.decorrelation_exp_grad(u, pos, bank.u_all, bank.pos_all, float(self.hp["grad_lambd"]), float(self.hp["tau"]))
+        return rules.decorrelation_exp_grad(u, pos, bank.u_all, bank.pos_all, *self._lambd_tau())
 
     def reference_loss(self, u, pos, bank: Bank):
-        return rules.decorrelation_exp_reference(_splice(u, bank), bank.pos_all, float(self.hp["grad_lambd"]), float(self.hp["tau"]))
-
-    def loss_forward(self, v: Views, step: int):
-        a, b, c, d = _pair(v, self.momentum)
-        h = self.hp
-        return 0.5 * (vicreg_loss(a, b, h["sim"], h["std"], h["cov"], h["tau"])
-                      + vicreg_loss(c, d, h["sim"], h["std"], h["cov"], h["tau"]))
+        return rules.decorrelation_exp_reference(_splice(u, bank), bank.pos_all, *self._lambd_tau())
 
 
 @METHODS.register("vicreg_ctr")
-class VICRegCtr(Decorrelation):
+class VICRegCtr(VICReg):
     """VICReg-exp applied to ``K^T``: samples play the role of dimensions (sample-contrastive)."""
 
     name = "vicreg_ctr"
+    equivalence = Decorrelation.equivalence
     defaults = {"sim": 25.0, "std": 25.0, "cov": 1.0, "tau": 0.1, "grad_lambd": 1.0}
+    transpose = True
 
     def grad_rule(self, u, pos, bank: Bank):
-        return rules.sample_exp_grad(u, pos, bank.pos_all, bank.offset, float(self.hp["grad_lambd"]), float(self.hp["tau"]))
+        return rules.sample_exp_grad(u, pos, bank.pos_all, bank.offset, *self._lambd_tau())
 
     def reference_loss(self, u, pos, bank: Bank):
-        return rules.sample_exp_reference(u, pos, bank.pos_all, bank.offset, float(self.hp["grad_lambd"]), float(self.hp["tau"]))
-
-    def loss_forward(self, v: Views, step: int):
-        a, b, c, d = _pair(v, self.momentum)
-        h = self.hp
-        return 0.5 * (vicreg_loss(a.T, b.T, h["sim"], h["std"], h["cov"], h["tau"])
-                      + vicreg_loss(c.T, d.T, h["sim"], h["std"], h["cov"], h["tau"]))
+        return rules.sample_exp_reference(u, pos, bank.pos_all, bank.offset, *self._lambd_tau())

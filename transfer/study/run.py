@@ -75,12 +75,8 @@ def _same_run(stored: Dict[str, Any], now: Dict[str, Any]) -> bool:
 def run_transfer_task(task: str, ckpt: str, out_dir: Path, iters: int, seed: int, device: str) -> Dict[str, float]:
     """One fine-tuning run of a registered task -> its headline metrics. The study's only way into
     the task engines (raises :class:`TaskUnavailable` when data or engine is missing)."""
-    from ..tasks import TASKS
+    from ..tasks import TASKS, run_task
 
-    if TASKS.get(task).kind == "det":
-        from ..tasks.detection import run_task
-    else:
-        from ..tasks.segmentation import run_task
     res = run_task(task, ckpt, out_dir=str(out_dir), max_iter=iters, device=device, seed=seed, progress=False)
     if TASKS.get(task).kind == "det":
         return {k: float(res["bbox"][k]) for k in ("AP", "AP50")}

@@ -1,18 +1,11 @@
-"""Transfer tasks: a task is data, not code -- a registered name with its dataset, engines,
-schedule and metric. Detection tasks live in ``transfer.tasks.detection``, segmentation tasks in
-``transfer.tasks.segmentation``; each registers :class:`Task` objects into :data:`TASKS`.
+"""Transfer tasks: a task is data, not code -- a registered name with its dataset and split loader,
+its engines, schedule and metric (:mod:`transfer.tasks.base`). Detection tasks are registered in
+:mod:`transfer.tasks.detection`, segmentation tasks in :mod:`transfer.tasks.segmentation`;
+:func:`run_task` runs any of them (the CLI's ``transfer run`` and the demo call it).
 """
 from __future__ import annotations
 
-import importlib
+from . import detection, segmentation  # noqa: F401  (register the tasks)
+from .base import TASKS, Splits, Task, data_root, default_out, run_task
 
-from .base import TASKS, Task, data_root
-
-for _mod in ("detection", "segmentation"):
-    try:
-        importlib.import_module(f"{__name__}.{_mod}")
-    except ModuleNotFoundError as e:  # a stage not built yet
-        if e.name != f"{__name__}.{_mod}":
-            raise
-
-__all__ = ["TASKS", "Task", "data_root"]
+__all__ = ["TASKS", "Splits", "Task", "data_root", "default_out", "run_task"]

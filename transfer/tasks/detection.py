@@ -20,8 +20,9 @@ the settings of a published protocol (``../shared/docs/seeds.md`` section 4):
 Schedules are in iterations. ``--max-iter N`` on a task's reference schedule scales its
 ``steps`` and ``warmup_iters`` by ``N / max_iter`` (explicit ``steps=``/``warmup_iters=`` are kept).
 
-``run_task(name, ckpt, ...)`` is the Python entry point (the demo calls it); ``transfer run``
-calls each task's ``runner``.
+Each task registers its own split loader (``_coco_splits``, ``_voc_splits``, ...) and
+:func:`run_detection` as its runner; :func:`transfer.tasks.run_task` is the entry point
+(``run_task`` here is the same function, kept for callers of the old name).
 """
 from __future__ import annotations
 
@@ -30,10 +31,16 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
-from ..errors import TaskUnavailable, UserError
-from .base import TASKS, Task, data_root, register_task
+from ..checkpoint import atomic_write_text
+from ..data import detection as D
+from ..data.detection.fmnist_coco import read_fmnist_det
+from ..engines import Job, select_engine
+from ..engines.det_report import write_report
+from ..errors import UserError
+from ..sources import FeatureSource, load_source
+from .base import SplitLoader, Splits, Task, data_root, register_task, run_task  # noqa: F401  (run_task: old name)
 
 # Settings every detection task has (detectron2's defaults where it has one); tasks override.
 COMMON: Dict[str, Any] = {
@@ -91,12 +98,10 @@ COCO_DATA = {"train_json": "annotations/instances_train2017.json", "train_images
 
 # ----------------------------------------------------------------------------------- data
 def _find_trees(data: Optional[str]) -> Optional[Path]:
-    from ..data.detection import deepforest_data_dir
-
     if data:
         p = Path(data).expanduser()
         return p if p.exists() else None
-    return deepforest_data_dir()
+    return D.deepforest_data_dir()
 
 
 def _find_shapes(data: Optional[str]) -> Optional[Path]:
@@ -107,59 +112,65 @@ def _find_fmnist(data: Optional[str]) -> Optional[Path]:
     return Path(data).expanduser() if data else data_root() / "fmnist_det"  # written on first use
 
 
-def load_splits(task: Task, data: Path, s: Dict[str, Any], out_dir: Path, log=print):
-    """(train split, test split, uses-VOC-metric) for ``task`` from ``data``."""
-    from ..data import detection as D
+def _checked(loader: Callable[[Path, Dict[str, Any], Path], Splits]) -> SplitLoader:
+    """A task's own reader, followed by the checks every detection split gets: not empty, and a
+    note on the images or boxes the reader dropped."""
+    def load(data: Path, s: Dict[str, Any], out_dir: Path, log: Callable[[str], None] = print) -> Splits:
+        sp = loader(Path(data), s, Path(out_dir))
+        D.check_nonempty(sp.train, "training split")
+        D.check_nonempty(sp.test, "test split")
+        for split in (sp.train, sp.test):
+            note = D.drop_note(split)
+            if note:
+                log(note)
+        return sp
 
-    data = Path(data)
-    if task.name == "trees_det":
-        jsons = D.write_tree_tiles(data, out_dir / "tiles", tile=int(s.get("tile", 400)),
-                                   holdout=str(s.get("holdout", "OSBS_029")))
-        tr = D.read_coco(jsons["train"], out_dir / "tiles" / "train", name="train")
-        te = D.read_coco(jsons["test"], out_dir / "tiles" / "test", name=f"test ({s.get('holdout', 'OSBS_029')})")
-        voc = False
-    elif task.name == "fmnist_det":
-        from ..data.detection.fmnist_coco import read_fmnist_det
+    return load
 
-        tr, te = read_fmnist_det(data, s)
-        voc = False
-    elif task.name == "shapes_det" or s.get("format") in ("coco", "voc") and "train_json" not in s:
-        fmt = str(s.get("format", "coco"))
-        if fmt == "coco":
-            root = data / "coco"
-            if not (root / "annotations" / "instances_val.json").is_file():
-                D.write_shapes_coco(root, {"train": int(s.get("n_train", 32)), "val": int(s.get("n_test", 8))},
-                                    size=int(s.get("image_size", 96)), seed=int(s.get("data_seed", 0)))
-            tr = D.read_coco(root / "annotations" / "instances_train.json", root / "train", name="train")
-            te = D.read_coco(root / "annotations" / "instances_val.json", root / "val", name="val")
-            voc = False
-        elif fmt == "voc":
-            root = data / "voc"
-            if not (root / "VOC2007" / "ImageSets" / "Main" / "test.txt").is_file():
-                D.write_shapes_voc(root, {"2007": {"trainval": int(s.get("n_train", 32)), "test": int(s.get("n_test", 8))}},
-                                   size=int(s.get("image_size", 96)), seed=int(s.get("data_seed", 0)))
-            tr = D.read_voc(root, "2007_trainval")
-            te = D.read_voc(root, "2007_test", classes=tr.classes)
-            voc = True
-        else:
-            raise UserError(f"shapes_det: format={fmt!r}; choose coco or voc")
-    elif "train_split" in s:  # VOC layout
-        tr = D.read_voc(data, str(s["train_split"]))
-        te = D.read_voc(data, str(s["test_split"]), classes=tr.classes)
-        voc = True
-    else:  # COCO layout
-        tr = D.read_coco(data / s["train_json"], data / s["train_images"], name="train")
-        te = D.read_coco(data / s["test_json"], data / s["test_images"], name="test")
-        if tr.cat_ids != te.cat_ids:
-            raise UserError(f"{te.source}: categories {te.cat_ids} differ from the training file's {tr.cat_ids} ({tr.source})")
-        voc = False
-    D.check_nonempty(tr, "training split")
-    D.check_nonempty(te, "test split")
-    for sp in (tr, te):
-        note = D.drop_note(sp)
-        if note:
-            log(note)
-    return tr, te, voc
+
+def _coco_splits(data: Path, s: Dict[str, Any], out_dir: Path) -> Splits:
+    tr = D.read_coco(data / s["train_json"], data / s["train_images"], name="train")
+    te = D.read_coco(data / s["test_json"], data / s["test_images"], name="test")
+    if tr.cat_ids != te.cat_ids:
+        raise UserError(f"{te.source}: categories {te.cat_ids} differ from the training file's {tr.cat_ids} ({tr.source})")
+    return Splits(tr, te)
+
+
+def _voc_splits(data: Path, s: Dict[str, Any], out_dir: Path) -> Splits:
+    tr = D.read_voc(data, str(s["train_split"]))
+    return Splits(tr, D.read_voc(data, str(s["test_split"]), classes=tr.classes), voc_metric=True)
+
+
+def _trees_splits(data: Path, s: Dict[str, Any], out_dir: Path) -> Splits:
+    holdout = str(s.get("holdout", "OSBS_029"))
+    jsons = D.write_tree_tiles(data, out_dir / "tiles", tile=int(s.get("tile", 400)), holdout=holdout)
+    tr = D.read_coco(jsons["train"], out_dir / "tiles" / "train", name="train")
+    return Splits(tr, D.read_coco(jsons["test"], out_dir / "tiles" / "test", name=f"test ({holdout})"))
+
+
+def _fmnist_splits(data: Path, s: Dict[str, Any], out_dir: Path) -> Splits:
+    return Splits(*read_fmnist_det(data, s))
+
+
+def _shapes_splits(data: Path, s: Dict[str, Any], out_dir: Path) -> Splits:
+    """Synthetic shapes, written on first use in the layout ``format`` names and read back by that
+    layout's reader (so both readers are exercised on data of known content)."""
+    fmt = str(s.get("format", "coco"))
+    n_train, n_test = int(s.get("n_train", 32)), int(s.get("n_test", 8))
+    size, seed = int(s.get("image_size", 96)), int(s.get("data_seed", 0))
+    if fmt == "coco":
+        root = data / "coco"
+        if not (root / "annotations" / "instances_val.json").is_file():
+            D.write_shapes_coco(root, {"train": n_train, "val": n_test}, size=size, seed=seed)
+        tr = D.read_coco(root / "annotations" / "instances_train.json", root / "train", name="train")
+        return Splits(tr, D.read_coco(root / "annotations" / "instances_val.json", root / "val", name="val"))
+    if fmt == "voc":
+        root = data / "voc"
+        if not (root / "VOC2007" / "ImageSets" / "Main" / "test.txt").is_file():
+            D.write_shapes_voc(root, {"2007": {"trainval": n_train, "test": n_test}}, size=size, seed=seed)
+        tr = D.read_voc(root, "2007_trainval")
+        return Splits(tr, D.read_voc(root, "2007_test", classes=tr.classes), voc_metric=True)
+    raise UserError(f"shapes_det: format={fmt!r}; choose coco or voc")
 
 
 # ------------------------------------------------------------------------------- schedule
@@ -180,25 +191,6 @@ def scale_schedule(task: Task, s: Dict[str, Any]) -> Dict[str, Any]:
     return s
 
 
-def resolve_engine(task: Task, engine: str) -> str:
-    from ..engines import ENGINES
-    from ..engines import det_torchvision  # noqa: F401  (registers)
-    from ..engines import det_detectron2  # noqa: F401
-
-    if engine in (None, "auto"):
-        for e in task.engines:
-            ok, _ = ENGINES[e]()
-            if ok:
-                return e
-        raise TaskUnavailable(f"no engine available for {task.name} (tried {task.engines})")
-    if engine not in task.engines:
-        raise UserError(f"--engine {engine!r}: {task.name} runs on {', '.join(task.engines)} (or auto)")
-    ok, why = ENGINES[engine]()
-    if not ok:
-        raise TaskUnavailable(f"--engine {engine}: unavailable ({why})")
-    return engine
-
-
 # --------------------------------------------------------------------------------- runner
 def _log(msg: str) -> None:
     sys.stderr.write(msg + "\n")
@@ -208,38 +200,27 @@ def _log(msg: str) -> None:
 def run_detection(task: Task, ckpt, engine: str, data, out_dir, settings: Dict[str, Any], eval_only: bool = False,
                   device: str = "auto", log=_log) -> Dict[str, Any]:
     """The runner every detection task registers: data -> engine -> metrics -> results.json + report."""
-    from probes.source import FeatureSource, load_source
-
-    from ..checkpoint import atomic_write_text
-    from ..engines.det_report import write_report
-
     out_dir = Path(out_dir)
     s = scale_schedule(task, settings)
-    eng = resolve_engine(task, engine)
     source = ckpt if isinstance(ckpt, FeatureSource) else load_source(str(ckpt))
     if source.backbone is None:
         raise UserError(f"--ckpt {source.spec!r}: detection needs a backbone checkpoint (or random:ARCH), not raw pixels")
     if s.get("default_mean") and not source.meta.get("mean"):  # random init: the task's data statistics
         source = dataclasses.replace(source, meta={**source.meta, "mean": s["default_mean"], "std": s["default_std"]})
+    eng = select_engine(task, engine, source.backbone.arch_dict())
     out_dir.mkdir(parents=True, exist_ok=True)
-    tr, te, voc = load_splits(task, Path(data), s, out_dir, log=log)
+    sp = task.load_splits(Path(data), s, out_dir, log)
+    tr, te = sp.train, sp.test
     if s.get("mask_on") and not tr.has_masks:
         log(f"{task.name}: {tr.source} has no masks; training Faster R-CNN (mask_on=false)")
         s["mask_on"] = False
-    log(f"{task.name}: engine {eng}; train {len(tr.images)} images / {tr.num_boxes} boxes, "
+    log(f"{task.name}: engine {eng.name}; train {len(tr.images)} images / {tr.num_boxes} boxes, "
         f"test {len(te.images)} images / {te.num_boxes} boxes; {s['max_iter']} iterations; out {out_dir}")
     t0 = time.time()
-    if eng == "torchvision":
-        from ..engines import det_torchvision as E
-
-        m = E.run(source, tr, te, s, out_dir, eval_only=eval_only, device=device, voc_metric=voc, log=log)
-    else:
-        from ..engines import det_detectron2 as E
-
-        m = E.run(source, tr, te, s, out_dir, eval_only=eval_only, device=device, voc_metric=voc,
-                  task_name=task.name, log=log)
+    m = eng.run(Job(task=task, source=source, train=tr, test=te, data=Path(data), settings=s, out_dir=out_dir,
+                    eval_only=eval_only, device=device, voc_metric=sp.voc_metric, log=log))
     dets = m.pop("_dets")
-    results: Dict[str, Any] = {"task": task.name, "engine": eng, "ckpt": source.describe()}
+    results: Dict[str, Any] = {"task": task.name, "engine": eng.name, "ckpt": source.describe()}
     for k in ("bbox", "segm", "voc07_AP50", "voc07_per_class"):
         if k in m:
             results[k] = m[k]
@@ -269,54 +250,45 @@ def _no_nan(x):
     return x
 
 
-def run_task(name: str, ckpt, data=None, out_dir="runs/transfer", max_iter: Optional[int] = None, device: str = "cpu",
-             engine: str = "auto", eval_only: bool = False, **settings) -> Dict[str, Any]:
-    """Python entry point: ``run_task("trees_det", "runs/demo", max_iter=300, ims_per_batch=2)``.
-    ``settings`` override the task's (unknown keys are refused, as on the CLI)."""
-    task = TASKS.get(name)
-    s = task.resolve_settings(settings, max_iter)
-    where = task.require_data(data)
-    return task.runner(task=task, ckpt=ckpt, engine=engine, data=where, out_dir=Path(out_dir), settings=s,
-                       eval_only=eval_only, device=device)
+def _register(name: str, engines: Tuple[str, ...], description: str, data_dir: str, layout: str,
+              settings: Dict[str, Any], loader: Callable[[Path, Dict[str, Any], Path], Splits],
+              find_data: Optional[Callable[[Optional[str]], Optional[Path]]] = None) -> None:
+    register_task(Task(name, "det", engines, description, data_dir, layout, settings, run_detection,
+                       find_data=find_data, load_splits=_checked(loader)))
 
 
-# ------------------------------------------------------------------------------- registry
-def _runner(task, ckpt, engine, data, out_dir, settings, eval_only=False, device="auto"):
-    return run_detection(task, ckpt, engine, data, out_dir, settings, eval_only=eval_only, device=device)
-
-
-register_task(Task(
-    "coco_det", "det", ("detectron2", "torchvision"),
+_register(
+    "coco_det", ("detectron2", "torchvision"),
     "Mask R-CNN R50-FPN 1x, SyncBN in backbone and FPN, FREEZE_AT 0 (MoCo / mmselfsup); COCO 2017 train -> val",
-    "coco", COCO_LAYOUT, _settings(mask_on=True, **COCO_DATA), _runner))
+    "coco", COCO_LAYOUT, _settings(mask_on=True, **COCO_DATA), _coco_splits)
 
-register_task(Task(
-    "coco_det_c4", "det", ("detectron2", "torchvision"),
+_register(
+    "coco_det_c4", ("detectron2", "torchvision"),
     "Mask R-CNN R50-C4 2x per MoCo's Base-RCNN-C4-BN (SyncBN, extra norm after res5, precise BN); COCO 2017",
     "coco", COCO_LAYOUT,
     _settings(mask_on=True, head="c4", max_iter=180000, steps=[120000, 160000], precise_bn=True,
-              rpn_pre_nms_topk_test=6000, rpn_post_nms_topk_test=1000, **COCO_DATA), _runner))
+              rpn_pre_nms_topk_test=6000, rpn_post_nms_topk_test=1000, **COCO_DATA), _coco_splits)
 
-register_task(Task(
-    "voc_det", "det", ("detectron2", "torchvision"),
+_register(
+    "voc_det", ("detectron2", "torchvision"),
     "Faster R-CNN R50-C4, VOC07+12 trainval -> VOC07 test, 24k iterations (MoCo); AP, AP50, AP75 + VOC07 11-point AP50",
     "VOCdevkit", VOC_LAYOUT,
     _settings(head="c4", max_iter=24000, steps=[18000, 22000], warmup_iters=100, precise_bn=True,
               min_size_train=list(range(480, 801, 32)), rpn_pre_nms_topk_test=6000, rpn_post_nms_topk_test=1000,
-              train_split="2007_trainval+2012_trainval", test_split="2007_test"), _runner))
+              train_split="2007_trainval+2012_trainval", test_split="2007_test"), _voc_splits)
 
-register_task(Task(
-    "trees_det", "det", ("torchvision", "detectron2"),
+_register(
+    "trees_det", ("torchvision", "detectron2"),
     "NEON aerial tree crowns (deepforest wheel), 400 px tiles, OSBS_029 held out; Faster R-CNN FPN, CPU-sized schedule",
     "trees", TREES_LAYOUT,
     _settings(norm="BN", fpn_norm="BN", fpn_channels=64, box_head_dim=256, anchor_base=16,
               min_size_train=[400], max_size=400, min_size_test=400, ims_per_batch=2, base_lr=0.01,
               max_iter=300, steps=[200, 260], warmup_iters=20, checkpoint_period=50, workers=0,
               detections_per_image=200, tile=400, holdout="OSBS_029"),
-    _runner, find_data=_find_trees))
+    _trees_splits, find_data=_find_trees)
 
-register_task(Task(
-    "shapes_det", "det", ("torchvision", "detectron2"),
+_register(
+    "shapes_det", ("torchvision", "detectron2"),
     "synthetic shapes (squares, disks, triangles) in COCO-json or VOC layout; Mask R-CNN FPN; seconds on a CPU",
     "shapes_det", SHAPES_LAYOUT,
     _settings(mask_on=True, norm="BN", fpn_norm="BN", fpn_channels=32, box_head_dim=64, mask_head_dim=16,
@@ -324,10 +296,10 @@ register_task(Task(
               max_iter=200, steps=[150, 180], warmup_iters=20, checkpoint_period=50, workers=0,
               roi_batch_size_per_image=64, rpn_batch_size_per_image=64, format="coco", n_train=32, n_test=8,
               image_size=96, data_seed=0),
-    _runner, find_data=_find_shapes))
+    _shapes_splits, find_data=_find_shapes)
 
-register_task(Task(
-    "fmnist_det", "det", ("torchvision", "detectron2"),
+_register(
+    "fmnist_det", ("torchvision", "detectron2"),
     "Fashion-MNIST test-split items composed into cluttered 112 px scenes (COCO json, generated on first use); "
     "Faster R-CNN FPN, a few CPU minutes",
     "fmnist_det", FMNIST_LAYOUT,
@@ -337,8 +309,4 @@ register_task(Task(
               roi_batch_size_per_image=128, rpn_batch_size_per_image=128, detections_per_image=50,
               n_train=300, n_val=50, n_test=150, eval_split="test", image_size=112, items=[3, 6], item_side=[28, 56],
               min_visible=0.5, fragments=[4, 10], data_seed=0, default_mean=[0.2860], default_std=[0.3530]),
-    _runner, find_data=_find_fmnist))
-
-# The engines register themselves on import (``transfer run --list`` reports their availability).
-from ..engines import det_detectron2 as _det_d2  # noqa: E402,F401
-from ..engines import det_torchvision as _det_tv  # noqa: E402,F401
+    _fmnist_splits, find_data=_find_fmnist)

@@ -16,23 +16,35 @@ ADE20K 512x512 80k), and two engines with the same result keys:
 ``--engine auto`` takes the first available engine in the task's order that can build the
 backbone (mmseg has no small-image stem). Outputs in ``--out``: ``results.json``, ``report.md``,
 ``report.html`` and ``report/*.png`` (image | true mask | predicted mask), plus the engine's
-checkpoint for resume. Python entry point for the demo: :func:`run_task`.
+checkpoint for resume. Entry point: :func:`transfer.tasks.run_task` (``run_task`` here is the same
+function, kept for callers of the old name).
 """
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
-import numpy as np
-
-from ..checkpoint import atomic_write, atomic_write_text
-from ..engines import ENGINES, register_engine
-from ..engines import seg_embedded
-from ..errors import TaskUnavailable, UserError
-from .base import TASKS, Task, data_root, register_task
+from ..checkpoint import atomic_write_text
+from ..data.segmentation import (
+    ADE_LAYOUT,
+    CITYSCAPES_LAYOUT,
+    VOC_LAYOUT,
+    read_ade,
+    read_cityscapes,
+    read_nuclei,
+    read_voc,
+)
+from ..data.segmentation.fmnist_voc import read_fmnist_seg
+from ..data.segmentation.nuclei import LAYOUT as NUCLEI_LAYOUT
+from ..data.segmentation.nuclei import find_nuclei
+from ..data.segmentation.shapes import CLASSES, write_shapes
+from ..engines import Job, select_engine
+from ..errors import UserError
+from ..sources import FeatureSource, load_source
+from .base import SplitLoader, Splits, Task, data_root, register_task, run_task  # noqa: F401  (run_task: old name)
+from .seg_report import write_report
 
 # ----------------------------------------------------------------------------- settings
 COMMON: Dict[str, Any] = {
@@ -68,33 +80,22 @@ def _settings(**over: Any) -> Dict[str, Any]:
 
 # ----------------------------------------------------------------------------- readers
 def _read_voc(data: Path, s: Dict[str, Any]):
-    from ..data.segmentation import read_voc
-
     return read_voc(data, "train"), read_voc(data, "val")
 
 
 def _read_cityscapes(data: Path, s: Dict[str, Any]):
-    from ..data.segmentation import read_cityscapes
-
     return read_cityscapes(data, "train"), read_cityscapes(data, "val")
 
 
 def _read_ade(data: Path, s: Dict[str, Any]):
-    from ..data.segmentation import read_ade
-
     return read_ade(data, "train"), read_ade(data, "val")
 
 
 def _read_nuclei(data: Path, s: Dict[str, Any]):
-    from ..data.segmentation import read_nuclei
-
     return read_nuclei(data, tile=int(s.get("tile", 128)), val_frac=float(s.get("val_frac", 0.25)))
 
 
 def _read_shapes(data: Path, s: Dict[str, Any]):
-    from ..data.segmentation import read_voc
-    from ..data.segmentation.shapes import CLASSES, write_shapes
-
     data = Path(data)
     if not (data / "ImageSets" / "Segmentation" / "val.txt").is_file():
         if data.exists() and any(data.iterdir()):
@@ -105,8 +106,6 @@ def _read_shapes(data: Path, s: Dict[str, Any]):
 
 
 def _read_fmnist(data: Path, s: Dict[str, Any]):
-    from ..data.segmentation.fmnist_voc import read_fmnist_seg
-
     return read_fmnist_seg(data, s)
 
 
@@ -116,8 +115,6 @@ def _find_fmnist(data: Optional[str]) -> Optional[Path]:
 
 
 def _find_nuclei(data: Optional[str]) -> Optional[Path]:
-    from ..data.segmentation.nuclei import find_nuclei
-
     return find_nuclei(data)
 
 
@@ -126,152 +123,47 @@ def _find_shapes(data: Optional[str]) -> Optional[Path]:
     return Path(data).expanduser() if data else data_root() / "shapes_seg"
 
 
-READERS: Dict[str, Callable[[Path, Dict[str, Any]], Tuple[Any, Any]]] = {}
-MM_LAYOUT: Dict[str, str] = {}  # task -> "voc" | "cityscapes" | "ade" | "generic" (for the mmseg engine)
+def _loader(reader: Callable[[Path, Dict[str, Any]], Tuple[Any, Any]]) -> SplitLoader:
+    """A task's reader as its split loader, with the check every segmentation split gets."""
+    def load(data: Path, s: Dict[str, Any], out_dir: Path, log: Callable[[str], None] = print) -> Splits:
+        train_ds, val_ds = reader(Path(data), s)
+        if len(train_ds) == 0 or len(val_ds) == 0:
+            raise UserError(f"{data}: empty split (train {len(train_ds)}, val {len(val_ds)} images)")
+        return Splits(train_ds, val_ds)
+
+    return load
 
 
 def _register(name: str, engines: Tuple[str, ...], desc: str, data_dir: str, layout: str, reader, mm_layout: str,
               find=None, **settings) -> None:
+    """``mm_layout``: how the mmseg engine reads the data ("voc" | "cityscapes" | "ade" | "generic")."""
     register_task(Task(name=name, kind="seg", engines=engines, description=desc, data_dir=data_dir, layout=layout,
-                       settings=_settings(**settings), runner=runner, find_data=find))
-    READERS[name] = reader
-    MM_LAYOUT[name] = mm_layout
-
-
-def _layouts():
-    from ..data.segmentation import ADE_LAYOUT, CITYSCAPES_LAYOUT, VOC_LAYOUT
-    from ..data.segmentation.nuclei import LAYOUT as NUCLEI_LAYOUT
-
-    return VOC_LAYOUT, CITYSCAPES_LAYOUT, ADE_LAYOUT, NUCLEI_LAYOUT
-
-
-# ----------------------------------------------------------------------------- engines
-def _mmseg_available() -> Tuple[bool, str]:
-    from ..engines import seg_mmseg
-
-    return seg_mmseg.available()
-
-
-register_engine("embedded", seg_embedded.available)
-register_engine("mmseg", _mmseg_available)
-
-
-def pick_engine(task: Task, engine: str, arch: Dict[str, Any]) -> str:
-    """``auto``: the first engine in the task's order that is available and can build ``arch``."""
-    if engine != "auto":
-        if engine not in task.engines:
-            raise UserError(f"task {task.name} runs on engines {', '.join(task.engines)}, not {engine!r}")
-        ok, why = ENGINES[engine]()
-        if not ok:
-            raise TaskUnavailable(f"engine {engine} is not available: {why}")
-        if engine == "mmseg" and arch.get("small"):
-            raise UserError("engine mmseg: the small-image ResNet stem (3x3 conv, no max-pool) has no mmseg "
-                            "equivalent; use --engine embedded")
-        return engine
-    for e in task.engines:
-        ok, _ = ENGINES[e]()
-        if ok and not (e == "mmseg" and arch.get("small")):
-            return e
-    raise UserError(f"no engine available for {task.name}")  # embedded is always available
-
-
-# ----------------------------------------------------------------------------- report
-def _colour(mask: np.ndarray) -> np.ndarray:
-    from ..data.segmentation import VOC_PALETTE
-
-    pal = np.array(VOC_PALETTE, dtype=np.uint8).reshape(256, 3).copy()
-    pal[255] = (224, 224, 192)  # VOC's "ignore" colour
-    return pal[np.clip(mask, 0, 255).astype(np.int64)]
-
-
-def save_triptych(path: Path, img: np.ndarray, true: np.ndarray, pred: np.ndarray, min_side: int = 160) -> None:
-    """image | true mask | predicted mask, side by side, nearest-upscaled to ``min_side``."""
-    from PIL import Image
-
-    h, w = true.shape
-    k = max(1, int(np.ceil(min_side / max(1, min(h, w)))))
-    gap = np.full((h, 2, 3), 255, dtype=np.uint8)
-    strip = np.concatenate([img, gap, _colour(true), gap, _colour(pred)], axis=1)
-    im = Image.fromarray(strip)
-    if k > 1:
-        im = im.resize((strip.shape[1] * k, h * k), Image.NEAREST)
-    atomic_write(path, lambda tmp: im.save(tmp, format="PNG"))
-
-
-def _fmt(v: Optional[float]) -> str:
-    return "n/a" if v is None else f"{v:.2f}"
-
-
-def write_report(out_dir: Path, res: Dict[str, Any], samples: List[tuple]) -> None:
-    out_dir = Path(out_dir)
-    images = []
-    for i, (img, true, pred, name) in enumerate(samples):
-        rel = f"report/{i:02d}_{name}.png"
-        save_triptych(out_dir / rel, img, true, pred)
-        images.append((rel, name))
-    src = res.get("ckpt", {})
-    lines = [f"# {res['task']}: segmentation transfer", "",
-             f"- backbone: `{src.get('spec')}` (sha256 {str(src.get('weights_sha256'))[:16]}...)",
-             f"- engine: {res['engine']}, head: {res['settings'].get('head')}, iterations: {res.get('iters')}"
-             f"/{res.get('max_iter')}, batch {res['settings'].get('batch_size')}, crop {res['settings'].get('crop_size')}",
-             f"- evaluation: {res['settings'].get('test_mode')} inference on {res.get('num_val_images')} validation images",
-             "", "| metric | value |", "|---|---|",
-             f"| mIoU | {_fmt(res.get('mIoU'))} |", f"| pixel accuracy (aAcc) | {_fmt(res.get('aAcc'))} |",
-             f"| mAcc | {_fmt(res.get('mAcc'))} |", "", "| class | IoU | Acc |", "|---|---|---|"]
-    for c, v in res["per_class_iou"].items():
-        lines.append(f"| {c} | {_fmt(v)} | {_fmt(res['per_class_acc'].get(c))} |")
-    lines += ["", "Each picture: image | true mask | predicted mask (255 = ignore, pale).", ""]
-    lines += [f"![{n}]({rel})" for rel, n in images]
-    atomic_write_text(out_dir / "report.md", "\n".join(lines) + "\n")
-    rows = "".join(f"<tr><td>{html.escape(c)}</td><td>{_fmt(v)}</td><td>{_fmt(res['per_class_acc'].get(c))}</td></tr>"
-                   for c, v in res["per_class_iou"].items())
-    figs = "".join(f"<figure><img src='{html.escape(rel)}'><figcaption>{html.escape(n)}: image | true | predicted"
-                   f"</figcaption></figure>" for rel, n in images)
-    page = (f"<!doctype html><meta charset='utf-8'><title>{html.escape(res['task'])}</title>"
-            f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd}}"
-            f"img{{image-rendering:pixelated}}</style>"
-            f"<h1>{html.escape(res['task'])}: segmentation transfer</h1>"
-            f"<p>backbone <code>{html.escape(str(src.get('spec')))}</code>, engine {html.escape(res['engine'])}, "
-            f"head {html.escape(str(res['settings'].get('head')))}, {res.get('iters')}/{res.get('max_iter')} iterations</p>"
-            f"<p><b>mIoU {_fmt(res.get('mIoU'))}</b> &middot; aAcc {_fmt(res.get('aAcc'))} &middot; mAcc {_fmt(res.get('mAcc'))}</p>"
-            f"<table><tr><th>class</th><th>IoU</th><th>Acc</th></tr>{rows}</table>{figs}")
-    atomic_write_text(out_dir / "report.html", page)
+                       settings=_settings(**settings), runner=runner, find_data=find, load_splits=_loader(reader),
+                       options={"mm_layout": mm_layout}))
 
 
 # ----------------------------------------------------------------------------- runner
-def runner(*, task: Task, ckpt: str, engine: str, data: Path, out_dir: Path, settings: Dict[str, Any],
+def runner(*, task: Task, ckpt: Any, engine: str, data: Path, out_dir: Path, settings: Dict[str, Any],
            eval_only: bool = False, device: str = "auto") -> Dict[str, Any]:
-    """``transfer run`` entry: resolve backbone, data and engine; train/evaluate; write results."""
-    from probes.source import load_source
-
-    src = load_source(str(ckpt))
+    """The runner every segmentation task registers: backbone, splits and engine; train/evaluate;
+    write results and report."""
+    src = ckpt if isinstance(ckpt, FeatureSource) else load_source(str(ckpt))
     if src.backbone is None:
-        raise UserError(f"--ckpt {ckpt!r}: segmentation needs a backbone (not 'pixels')")
+        raise UserError(f"--ckpt {src.spec!r}: segmentation needs a backbone (not 'pixels')")
     if settings.get("default_mean") and not src.meta.get("mean"):  # random init: the task's data statistics
         src = dataclasses.replace(src, meta={**src.meta, "mean": settings["default_mean"], "std": settings["default_std"]})
     for k in ("max_iter", "batch_size", "crop_size"):
         if not isinstance(settings.get(k), int) or settings[k] < 1:
             raise UserError(f"setting {k} must be a positive integer, got {settings.get(k)!r}")
-    train_ds, val_ds = READERS[task.name](Path(data), settings)
-    if len(train_ds) == 0 or len(val_ds) == 0:
-        raise UserError(f"{data}: empty split (train {len(train_ds)}, val {len(val_ds)} images)")
-    arch = dict(src.meta.get("arch") or src.backbone.arch_dict())
-    eng = pick_engine(task, engine, arch)
     out_dir = Path(out_dir)
+    sp = task.load_splits(Path(data), settings, out_dir, print)
+    eng = select_engine(task, engine, dict(src.meta.get("arch") or src.backbone.arch_dict()))
     out_dir.mkdir(parents=True, exist_ok=True)
-    if eng == "embedded":
-        res = seg_embedded.run(backbone=src.backbone, meta=src.meta, identity=src.identity, train_ds=train_ds,
-                               val_ds=val_ds, settings=settings, out_dir=out_dir, eval_only=eval_only, device=device,
-                               desc=task.name)
-    else:
-        from ..engines import seg_mmseg
-
-        res = seg_mmseg.run(source=src, task_name=task.name, mm_layout=MM_LAYOUT[task.name], data=Path(data),
-                            train_ds=train_ds, val_ds=val_ds, settings=settings, out_dir=out_dir,
-                            eval_only=eval_only, device=device)
+    res = eng.run(Job(task=task, source=src, train=sp.train, test=sp.test, data=Path(data), settings=settings,
+                      out_dir=out_dir, eval_only=eval_only, device=device))
     samples = res.pop("_samples", [])
-    out = {"task": task.name, "engine": eng, "ckpt": src.describe(), "data": str(data),
-           "num_classes": train_ds.num_classes, "num_train_images": len(train_ds)}
+    out = {"task": task.name, "engine": eng.name, "ckpt": src.describe(), "data": str(data),
+           "num_classes": sp.train.num_classes, "num_train_images": len(sp.train)}
     out.update(res)
     out["settings"] = {k: v for k, v in settings.items()}
     out["out_dir"] = str(out_dir)
@@ -282,26 +174,7 @@ def runner(*, task: Task, ckpt: str, engine: str, data: Path, out_dir: Path, set
     return out
 
 
-def run_task(name: str, ckpt: str, data: Optional[str] = None, out_dir: Optional[str] = None,
-             max_iter: Optional[int] = None, device: str = "cpu", engine: str = "auto", eval_only: bool = False,
-             **settings: Any) -> Dict[str, Any]:
-    """Python entry point (the demo's): the same as ``transfer run NAME --ckpt CKPT ...``.
-
-    ``settings`` override the task's defaults (unknown keys raise :class:`UserError`);
-    ``out_dir`` defaults to ``runs/transfer/<task>/<ckpt name>``. Returns the results dict
-    (also written to ``<out_dir>/results.json``)."""
-    task = TASKS.get(name)
-    if task.kind != "seg":
-        raise UserError(f"task {name} is not a segmentation task")
-    s = task.resolve_settings(settings, max_iter)
-    where = task.require_data(data)
-    out = Path(out_dir) if out_dir else Path("runs") / "transfer" / name / Path(str(ckpt)).stem.replace(":", "_")
-    return runner(task=task, ckpt=ckpt, engine=engine, data=where, out_dir=out, settings=s, eval_only=eval_only,
-                  device=device)
-
-
 # ----------------------------------------------------------------------------- the tasks
-_VOC, _CITY, _ADE, _NUCLEI = _layouts()
 _FMNIST = """\
 synthetic, written on first use to DATA (--data, or $TRANSFER_DATA/fmnist_seg) from the Fashion-MNIST t10k
 files (apt-get install dataset-fashion-mnist; $TRANSFER_FASHION_MNIST to point elsewhere), VOC layout:
@@ -309,15 +182,15 @@ files (apt-get install dataset-fashion-mnist; $TRANSFER_FASHION_MNIST to point e
   (eval_split=test reports on test; eval_split=val to choose settings)"""
 _BENCH = ("mmseg", "embedded")
 _register("voc_seg", _BENCH, "FCN R50-D8 on VOC12aug, 512x512, 20k iterations (mmselfsup protocol), mIoU",
-          "VOC2012", _VOC, _read_voc, "voc")
+          "VOC2012", VOC_LAYOUT, _read_voc, "voc")
 _register("cityscapes_seg", _BENCH, "FCN R50-D8 on Cityscapes, 769x769, 40k iterations, sliding-window test, mIoU",
-          "cityscapes", _CITY, _read_cityscapes, "cityscapes", max_iter=40000, batch_size=8, crop_size=769,
+          "cityscapes", CITYSCAPES_LAYOUT, _read_cityscapes, "cityscapes", max_iter=40000, batch_size=8, crop_size=769,
           scale=[2049, 1025], test_scale=[2049, 1025], test_mode="slide", test_stride=513)
 _register("ade_seg", _BENCH, "FCN R50-D8 on ADE20K (150 classes), 512x512, 80k iterations, mIoU",
-          "ADEChallengeData2016", _ADE, _read_ade, "ade", max_iter=80000)
+          "ADEChallengeData2016", ADE_LAYOUT, _read_ade, "ade", max_iter=80000)
 _register("nuclei_seg", ("embedded", "mmseg"),
           "nuclei vs background on the real DSB2018 image in the stardist wheel (tiled train/val bands), mIoU",
-          "nuclei", _NUCLEI, _read_nuclei, "generic", find=_find_nuclei, max_iter=100, batch_size=4, crop_size=96,
+          "nuclei", NUCLEI_LAYOUT, _read_nuclei, "generic", find=_find_nuclei, max_iter=100, batch_size=4, crop_size=96,
           scale=None, ratio_range=[0.75, 1.5], test_scale=None, workers=0, ckpt_every=50, lr=0.01,
           tile=128, val_frac=0.25)
 _register("fmnist_seg", ("embedded", "mmseg"),

@@ -22,17 +22,21 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
+from PIL import Image
 
-from transfer.checkpoint import atomic_write_text
+from transfer.checkpoint import atomic_write_text, stamp_matches
 from transfer.data.datasets import FASHION_CLASSES
+from transfer.errors import UserError
 
-from .fmnist_scenes import SceneSpec, scene_sets
+from .coco import read_coco
+from .fmnist_scenes import SceneSpec, as_spec, scene_sets
 
 STAMP = "scenes.json"
 
 
 def coco_annotations(scene, image_id: int, first_ann_id: int):
     """The COCO ``annotations`` records of one scene."""
+    # pycocotools is optional (the detection extra)
     from pycocotools import mask as mask_util
 
     out = []
@@ -47,18 +51,12 @@ def coco_annotations(scene, image_id: int, first_ann_id: int):
 
 def write_fmnist_coco(root, counts: Dict[str, int], spec: SceneSpec, fmnist_root: Optional[str] = None) -> Dict[str, Path]:
     """Write (or reuse) the scenes; returns ``{split: json path}``."""
-    from PIL import Image
-
     root = Path(root)
     params = {"layout": "coco", "spec": spec.stamp(), "counts": {k: int(v) for k, v in counts.items()}}
     jsons = {s: root / "annotations" / f"instances_{s}.json" for s in counts}
     stamp = root / STAMP
-    if stamp.is_file() and all(p.is_file() for p in jsons.values()):
-        try:
-            if json.loads(stamp.read_text()) == params:
-                return jsons
-        except json.JSONDecodeError:
-            pass
+    if stamp_matches(stamp, params, jsons.values()):
+        return jsons
     stamp.unlink(missing_ok=True)  # a half-written folder never passes for a finished one
     cats = [{"id": k + 1, "name": name, "supercategory": "clothing"} for k, name in enumerate(FASHION_CLASSES)]
     recs = {s: {"images": [], "annotations": [], "categories": cats} for s in counts}
@@ -82,11 +80,6 @@ def read_fmnist_det(root, settings: Dict[str, object]):
     """``(train, evaluation)`` :class:`~.records.DetSplit` of ``fmnist_det``: the scenes are written under
     ``root`` when missing (counts ``n_train``/``n_val``/``n_test``, spec from the settings), then read
     back by the COCO reader. ``eval_split`` (``test``, or ``val`` when choosing settings) is evaluated."""
-    from transfer.errors import UserError
-
-    from .coco import read_coco
-    from .fmnist_scenes import as_spec
-
     ev = str(settings.get("eval_split", "test"))
     if ev not in ("val", "test"):
         raise UserError(f"fmnist_det: eval_split={ev!r}; choose val (to choose settings) or test (to report)")

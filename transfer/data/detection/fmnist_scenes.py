@@ -25,7 +25,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image
 
+from transfer.data.datasets import fashion_mnist
 from transfer.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -91,8 +93,6 @@ class Scene:
 def load_test_items(root: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
     """The 10,000 Fashion-MNIST test items ``(N, 28, 28) uint8`` and labels ``(N,) int64``, read
     from the ``t10k`` IDX files only."""
-    from transfer.data.datasets import fashion_mnist
-
     ds = fashion_mnist("test", root)
     return ds.images[:, 0].numpy(), ds.labels.numpy()
 
@@ -108,8 +108,6 @@ def split_pools(n: int, seed: int, fractions: Optional[Dict[str, float]] = None)
 
 def scale_item(item: np.ndarray, side: int) -> np.ndarray:
     """An item resized to ``side`` x ``side`` (Pillow bilinear; the native 28 px is returned as is)."""
-    from PIL import Image
-
     if item.shape == (side, side):
         return item.copy()
     return np.asarray(Image.fromarray(item).resize((side, side), Image.BILINEAR))
@@ -132,8 +130,6 @@ class _Draw:
 
 # ------------------------------------------------------------------------------- composing
 def _background(rng: np.random.Generator, spec: SceneSpec, images: np.ndarray, draw: _Draw) -> Tuple[np.ndarray, List[int]]:
-    from PIL import Image
-
     n = spec.size
     coarse = rng.uniform(0, 1, (n // 16 + 2, n // 16 + 2)).astype(np.float32)
     smooth = np.asarray(Image.fromarray(coarse).resize((n, n), Image.BILINEAR), np.float32)

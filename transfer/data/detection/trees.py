@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 import numpy as np
 from PIL import Image
 
-from transfer.checkpoint import atomic_write_text
+from transfer.checkpoint import atomic_write_text, stamp_matches
 from transfer.errors import UserError
 
 from .records import clean_box
@@ -56,12 +56,8 @@ def write_tree_tiles(src: Path, out: Path, tile: int = 400, holdout: str = "OSBS
     params = {"tile": tile, "holdout": holdout, "min_visible": min_visible, "src": str(src.resolve())}
     stamp = out / "tiles.json"
     jsons = {s: out / "annotations" / f"instances_{s}.json" for s in ("train", "test")}
-    if stamp.is_file() and all(p.is_file() for p in jsons.values()):
-        try:
-            if json.loads(stamp.read_text()) == params:
-                return jsons
-        except json.JSONDecodeError:
-            pass
+    if stamp_matches(stamp, params, jsons.values()):
+        return jsons
     xmls = sorted(src.glob("*.xml"))
     if not xmls:
         raise UserError(f"{src}: no VOC .xml annotations found (expected the deepforest data/ folder layout)")

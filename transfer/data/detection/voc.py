@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image
 
 from transfer.errors import UserError
 
@@ -67,8 +68,6 @@ def voc_records(xml_files: Sequence[Path], image_files: Sequence[Path], classes:
         info, objs = parse_voc_xml(xml)
         w, h = info["width"], info["height"]
         if w <= 0 or h <= 0:
-            from PIL import Image
-
             try:
                 with Image.open(img) as im:
                     w, h = im.size

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image
 
 from ...errors import UserError
 
@@ -39,8 +40,6 @@ def to_uint8_rgb(a: np.ndarray, path: object = "") -> np.ndarray:
 
 
 def read_image(path: Path) -> np.ndarray:
-    from PIL import Image
-
     if not Path(path).is_file():
         raise UserError(f"image file missing: {path}")
     try:
@@ -58,8 +57,6 @@ def read_image(path: Path) -> np.ndarray:
 
 def read_label_map(path: Path) -> np.ndarray:
     """A single-channel label PNG/TIFF (palette, 8- or 16-bit grayscale) -> (H, W) int64."""
-    from PIL import Image
-
     if not Path(path).is_file():
         raise UserError(f"mask file missing: {path}")
     try:

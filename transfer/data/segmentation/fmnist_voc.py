@@ -18,10 +18,14 @@ import json
 from pathlib import Path
 from typing import Dict, Optional
 
-from transfer.checkpoint import atomic_write_text
-from transfer.data.datasets import FASHION_CLASSES
+from PIL import Image
 
-from ..detection.fmnist_scenes import SceneSpec, scene_sets
+from transfer.checkpoint import atomic_write_text, stamp_matches
+from transfer.data.datasets import FASHION_CLASSES
+from transfer.errors import UserError
+
+from ..detection.fmnist_scenes import SceneSpec, as_spec, scene_sets
+from .layouts import read_voc
 from .shapes import VOC_PALETTE
 
 CLASSES = ["background"] + list(FASHION_CLASSES)
@@ -30,18 +34,12 @@ STAMP = "scenes.json"
 
 def write_fmnist_voc(root, counts: Dict[str, int], spec: SceneSpec, fmnist_root: Optional[str] = None) -> Path:
     """Write (or reuse) the scenes under ``root``; returns ``root``."""
-    from PIL import Image
-
     root = Path(root)
     params = {"layout": "voc", "spec": spec.stamp(), "counts": {k: int(v) for k, v in counts.items()}}
     sets = root / "ImageSets" / "Segmentation"
     stamp = root / STAMP
-    if stamp.is_file() and all((sets / f"{s}.txt").is_file() for s in counts):
-        try:
-            if json.loads(stamp.read_text()) == params:
-                return root
-        except json.JSONDecodeError:
-            pass
+    if stamp_matches(stamp, params, [sets / f"{s}.txt" for s in counts]):
+        return root
     stamp.unlink(missing_ok=True)  # a half-written folder never passes for a finished one
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -62,11 +60,6 @@ def write_fmnist_voc(root, counts: Dict[str, int], spec: SceneSpec, fmnist_root:
 def read_fmnist_seg(root, settings: Dict[str, object]):
     """``(train, evaluation)`` splits of ``fmnist_seg`` through the VOC reader, writing the scenes under
     ``root`` first when missing. ``eval_split``: ``test`` (to report) or ``val`` (to choose settings)."""
-    from transfer.errors import UserError
-
-    from ..detection.fmnist_scenes import as_spec
-    from .layouts import read_voc
-
     ev = str(settings.get("eval_split", "test"))
     if ev not in ("val", "test"):
         raise UserError(f"fmnist_seg: eval_split={ev!r}; choose val (to choose settings) or test (to report)")

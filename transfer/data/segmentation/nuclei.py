@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
+from PIL import Image
 
 from ...errors import UserError
 from .base import ArraySegDataset, Sample, check_sample, read_label_map, to_uint8_rgb
@@ -22,7 +23,6 @@ either the stardist wheel (`pip install --no-deps stardist==0.9.2`; its data/ima
 mask2d.tif are read, stardist is never imported), or --data DATA with
   DATA/img2d.tif + DATA/mask2d.tif            an image and its instance (or 0/1) mask, or
   DATA/images/<name>.tif|png + DATA/masks/<name>.tif|png   several such pairs (same names)"""
-
 
 def stardist_images() -> Optional[Path]:
     try:
@@ -43,8 +43,6 @@ def find_nuclei(data: Optional[str]) -> Optional[Path]:
 
 
 def _read_raw(path: Path) -> np.ndarray:
-    from PIL import Image
-
     if not path.is_file():
         raise UserError(f"image file missing: {path}")
     try:

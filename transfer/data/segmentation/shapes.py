@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Tuple
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from .layouts import CITYSCAPES_ID_TO_TRAINID
 
@@ -40,8 +41,6 @@ VOC_PALETTE = _palette()
 
 def make_sample(rng: np.random.Generator, size: int, border: bool) -> Tuple[np.ndarray, np.ndarray]:
     """One (H, W, 3) uint8 image and its (H, W) uint8 label map."""
-    from PIL import Image, ImageDraw
-
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     base = rng.uniform(60, 190, size=3)
     f = rng.uniform(0.05, 0.4)
@@ -74,8 +73,6 @@ def write_shapes(root: Path, layout: str = "voc", n_train: int = 24, n_val: int 
                  seed: int = 0, label_ids: bool = False) -> Path:
     """Write the set under ``root`` in ``layout`` ("voc" | "cityscapes" | "ade"); returns ``root``.
     Same arguments -> byte-identical files."""
-    from PIL import Image
-
     root = Path(root)
     rng = np.random.default_rng(seed)
     train_ids = {v: k for k, v in CITYSCAPES_ID_TO_TRAINID.items()}
