@@ -1,16 +1,30 @@
-"""Dependency-free inline SVG plots for the HTML report: line charts and a 2-D scatter (PCA)."""
+"""Report plots drawn with matplotlib (Agg backend) and embedded in the HTML report as inline SVG:
+line charts with error bars and a 2-D scatter (PCA). ``*_figure`` builds the matplotlib figure (what
+the tests inspect); ``line_chart`` / ``scatter`` return the SVG text that ``probes/report.py`` and
+``transfer/demo_report.py`` place in their pages.
+
+The SVG is made self-contained for inlining: no XML prolog or DOCTYPE, no metadata block, text kept
+as ``<text>`` (``svg.fonttype = none``) and SVG 2 ``href`` in place of ``xlink:href``, so the page
+names no URL but the SVG namespace; ids are seeded (``svg.hashsalt``), so a report is reproducible.
+"""
 from __future__ import annotations
 
-import html
-import math
-from typing import Dict, List, Optional, Sequence, Tuple
+import io
+import re
+from typing import Dict, Optional, Sequence, Tuple
 
-import numpy as np
-import torch
+import matplotlib
 
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf"]
-W, H, PAD_L, PAD_R, PAD_T, PAD_B = 460, 300, 55, 120, 30, 45
+matplotlib.use("Agg")  # files only, never a window; set before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+SIZE_IN = (6.4, 3.6)  # figure size in inches (at 72 px/inch: 460 x 260 px, the size of the old plots)
+STYLE = {"svg.fonttype": "none", "svg.hashsalt": "transfer-report", "font.size": 9, "axes.grid": True,
+         "grid.color": "#dddddd"}
+SVG_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}  # no RDF block
 
 
 def pca_2d(feats: torch.Tensor, max_points: int = 2000, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
@@ -29,87 +43,86 @@ def pca_2d(feats: torch.Tensor, max_points: int = 2000, seed: int = 0) -> Tuple[
     return xy, idx.numpy()
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> List[float]:
-    if hi <= lo:
-        return [lo]
-    step = 10 ** math.floor(math.log10((hi - lo) / n))
-    for m in (1, 2, 5, 10):
-        if (hi - lo) / (step * m) <= n:
-            step *= m
-            break
-    start = math.ceil(lo / step) * step
-    return [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
+def line_figure(series: Dict[str, Sequence[Tuple[float, float, float]]], title: str, xlabel: str,
+                ylabel: str, logx: bool = False) -> Optional[Figure]:
+    """One line (with point markers) per named series of (x, y, y_err) points, error bars where
+    y_err > 0, NaN points left out; y is a percentage (the axis stays within 0-100). None when no
+    series has a point. ``ax.get_lines()`` holds exactly the series' lines, in order."""
+    clean = {name: [(x, y, e) for x, y, e in s if y == y] for name, s in series.items()}
+    pts = [p for s in clean.values() for p in s]
+    if not pts:
+        return None
+    with plt.rc_context(STYLE):
+        fig = Figure(figsize=SIZE_IN)
+        ax = fig.add_subplot()
+        for i, (name, s) in enumerate(clean.items()):
+            if not s:
+                continue
+            x, y, e = (np.array(v, dtype=float) for v in zip(*s))
+            color = f"C{i % 10}"
+            ax.plot(x, y, marker="o", markersize=4, color=color, label=name)
+            if (e > 0).any():
+                ax.errorbar(x[e > 0], y[e > 0], yerr=e[e > 0], fmt="none", ecolor=color, capsize=0)
+        lo = min(p[1] - p[2] for p in pts)
+        hi = max(p[1] + p[2] for p in pts)
+        y0, y1 = max(0.0, lo - 2), min(100.0, hi + 2)
+        ax.set_ylim(y0, y1 if y1 > y0 else y0 + 1)
+        xs = sorted({p[0] for p in pts})
+        if logx:
+            ax.set_xscale("log", base=2)
+        if len(xs) <= 8:  # few points: one tick at each, labelled with its value
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+            ax.minorticks_off()
+        ax.set_title(title, loc="left", fontweight="bold")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        fig.tight_layout()
+    return fig
 
 
-def _frame(title: str, xlabel: str, ylabel: str) -> List[str]:
-    e = html.escape
-    return [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
-            f'font-family="sans-serif" font-size="11">',
-            f'<rect width="{W}" height="{H}" fill="white"/>',
-            f'<text x="{PAD_L}" y="18" font-size="13" font-weight="bold">{e(title)}</text>',
-            f'<text x="{PAD_L + (W - PAD_L - PAD_R) / 2}" y="{H - 8}" text-anchor="middle">{e(xlabel)}</text>',
-            f'<text x="14" y="{PAD_T + (H - PAD_T - PAD_B) / 2}" text-anchor="middle" '
-            f'transform="rotate(-90 14 {PAD_T + (H - PAD_T - PAD_B) / 2})">{e(ylabel)}</text>']
+def scatter_figure(xy: np.ndarray, labels: np.ndarray, class_names: Optional[Sequence[str]],
+                   title: str) -> Optional[Figure]:
+    """2-D points coloured by label, one collection (and legend entry) per class, at most 20 in the
+    legend; None when there are no points."""
+    if xy.shape[0] == 0:
+        return None
+    labels = np.asarray(labels).astype(int)
+    with plt.rc_context(STYLE):
+        fig = Figure(figsize=SIZE_IN)
+        ax = fig.add_subplot()
+        for i, c in enumerate(sorted(set(labels.tolist()))):
+            name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
+            m = labels == c
+            ax.scatter(xy[m, 0], xy[m, 1], s=4, alpha=0.7, color=f"C{c % 10}", linewidths=0,
+                       label=str(name) if i < 20 else None)
+        ax.set_title(title, loc="left", fontweight="bold")
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, markerscale=2)
+        fig.tight_layout()
+    return fig
+
+
+def to_svg(fig: Optional[Figure]) -> str:
+    """The figure as SVG text to place inside an HTML page ("" for no figure)."""
+    if fig is None:
+        return ""
+    buf = io.StringIO()
+    with plt.rc_context(STYLE):
+        fig.savefig(buf, format="svg", metadata=SVG_METADATA)
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg"):]  # drop the XML prolog and DOCTYPE
+    svg = re.sub(r'\s+xmlns:xlink="[^"]*"', "", svg, count=1)
+    return svg.replace("xlink:href=", "href=").strip()
 
 
 def line_chart(series: Dict[str, Sequence[Tuple[float, float, float]]], title: str, xlabel: str,
                ylabel: str, logx: bool = False) -> str:
-    """SVG of named series of (x, y, y_err) points; error bars drawn when y_err > 0."""
-    pts = [(x, y, e) for s in series.values() for x, y, e in s if y == y]
-    if not pts:
-        return ""
-    fx = (lambda v: math.log2(v)) if logx else (lambda v: v)
-    xs = [fx(p[0]) for p in pts]
-    ys = [p[1] - p[2] for p in pts] + [p[1] + p[2] for p in pts]
-    x0, x1 = min(xs), max(xs)
-    x1 = x1 if x1 > x0 else x0 + 1
-    y0, y1 = max(0.0, min(ys) - 2), min(100.0, max(ys) + 2)
-    y1 = y1 if y1 > y0 else y0 + 1
-    sx = lambda v: PAD_L + (fx(v) - x0) / (x1 - x0) * (W - PAD_L - PAD_R)
-    sy = lambda v: H - PAD_B - (v - y0) / (y1 - y0) * (H - PAD_T - PAD_B)
-    out = _frame(title, xlabel, ylabel)
-    out.append(f'<line x1="{PAD_L}" y1="{H - PAD_B}" x2="{W - PAD_R}" y2="{H - PAD_B}" stroke="black"/>')
-    out.append(f'<line x1="{PAD_L}" y1="{PAD_T}" x2="{PAD_L}" y2="{H - PAD_B}" stroke="black"/>')
-    for t in _ticks(y0, y1):
-        out.append(f'<line x1="{PAD_L - 4}" y1="{sy(t):.1f}" x2="{W - PAD_R}" y2="{sy(t):.1f}" stroke="#ddd"/>'
-                   f'<text x="{PAD_L - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
-    for xv in sorted({p[0] for p in pts}):
-        out.append(f'<text x="{sx(xv):.1f}" y="{H - PAD_B + 15}" text-anchor="middle">{xv:g}</text>')
-    for i, (name, s) in enumerate(series.items()):
-        c = PALETTE[i % len(PALETTE)]
-        s = [p for p in s if p[1] == p[1]]
-        if not s:
-            continue
-        path = " ".join(f"{'M' if j == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for j, (x, y, _) in enumerate(s))
-        out.append(f'<path d="{path}" fill="none" stroke="{c}" stroke-width="2"/>')
-        for x, y, e in s:
-            out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{c}"><title>{html.escape(name)}: '
-                       f'{x:g} -> {y:.2f}</title></circle>')
-            if e > 0:
-                out.append(f'<line x1="{sx(x):.1f}" y1="{sy(y - e):.1f}" x2="{sx(x):.1f}" y2="{sy(y + e):.1f}" stroke="{c}"/>')
-        ly = PAD_T + 14 * i + 10
-        out.append(f'<rect x="{W - PAD_R + 10}" y="{ly - 8}" width="10" height="10" fill="{c}"/>'
-                   f'<text x="{W - PAD_R + 24}" y="{ly + 1}">{html.escape(name)}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
+    """SVG of :func:`line_figure`."""
+    return to_svg(line_figure(series, title, xlabel, ylabel, logx))
 
 
 def scatter(xy: np.ndarray, labels: np.ndarray, class_names: Optional[Sequence[str]], title: str) -> str:
-    """SVG scatter of 2-D points coloured by label (legend of class names)."""
-    if xy.shape[0] == 0:
-        return ""
-    lo, hi = xy.min(0), xy.max(0)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    sx = lambda v: PAD_L + (v - lo[0]) / span[0] * (W - PAD_L - PAD_R)
-    sy = lambda v: H - PAD_B - (v - lo[1]) / span[1] * (H - PAD_T - PAD_B)
-    out = _frame(title, "PC 1", "PC 2")
-    for (a, b), y in zip(xy, labels):
-        out.append(f'<circle cx="{sx(a):.1f}" cy="{sy(b):.1f}" r="1.8" fill="{PALETTE[int(y) % len(PALETTE)]}" '
-                   f'fill-opacity="0.7"/>')
-    for i, c in enumerate(sorted(set(int(v) for v in labels))[:20]):
-        name = class_names[c] if class_names is not None and c < len(class_names) else str(c)
-        ly = PAD_T + 13 * i + 10
-        out.append(f'<rect x="{W - PAD_R + 10}" y="{ly - 8}" width="9" height="9" fill="{PALETTE[c % len(PALETTE)]}"/>'
-                   f'<text x="{W - PAD_R + 23}" y="{ly}">{html.escape(str(name))}</text>')
-    out.append("</svg>")
-    return "\n".join(out)
+    """SVG of :func:`scatter_figure`."""
+    return to_svg(scatter_figure(xy, labels, class_names, title))

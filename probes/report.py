@@ -1,7 +1,8 @@
 """Reports: JSON (everything, machine-readable), Markdown and a self-contained HTML page.
 
 Both human reports are rendered from one list of sections (heading, text lines, a table, an
-optional inline SVG), so they always show the same numbers. Arrays that exist only for plotting or
+optional inline SVG drawn by matplotlib in :mod:`probes.plots`), so they always show the same numbers;
+this module only assembles the pages. Arrays that exist only for plotting or
 testing (``predictions``, the embedding) never reach the JSON.
 """
 from __future__ import annotations

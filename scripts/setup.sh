@@ -11,6 +11,8 @@ if ! $PY -c "import torch, torchvision" 2>/dev/null; then
   $PY -m pip install -q "torch==2.14.1" "torchvision==0.29.1" || $PY -m pip install -q torch torchvision
 fi
 $PY -m pip install -q -e ".[test]"
+# the package's own dependencies (pyproject.toml) come with it: tqdm (progress), matplotlib (report plots)
+$PY -c "import tqdm, matplotlib" || { echo "setup: tqdm/matplotlib did not install" >&2; exit 1; }
 # Real data that installs from the registries (read from disk, never imported):
 #   NEON tree tiles (detection) and a nuclei image + mask (segmentation).
 $PY -m pip install -q --no-deps "deepforest==2.1.0" "stardist==0.9.2" 2>/dev/null || \

@@ -66,7 +66,7 @@ class Demo:
         from probes.run import ProbeConfig, run_probes
 
         cfg = load_config(self.recipe, self.overrides)
-        pc = ProbeConfig(size=int(cfg["data"]["size"]), ks=(20,), device="cpu")
+        pc = ProbeConfig(size=cfg["data"]["size"], ks=(20,), device="cpu")
         out: Dict[str, Any] = {}
         for label, spec in (("ssl", str(self.run_dir)), ("random_init", self._random_spec()), ("raw_pixels", "pixels")):
             rep = run_probes(["knn"], spec, "fashion_mnist", self.out / "knn" / label, pc, stem="knn")
@@ -82,7 +82,7 @@ class Demo:
 
         cfg = load_config(self.recipe, self.overrides)
         # the linear probe's default sweep, as `transfer probe all` runs it (the README's command)
-        pc = ProbeConfig(size=int(cfg["data"]["size"]), episodes=600 if not self.quick else 100)
+        pc = ProbeConfig(size=cfg["data"]["size"], episodes=600 if not self.quick else 100)
         res: Dict[str, Any] = {}
         for label, spec in (("ssl", str(self.run_dir)), ("random_init", self._random_spec()), ("raw_pixels", "pixels")):
             rep = run_all(spec, "fashion_mnist", self.run_dir / "probes" / label if label == "ssl" else self.out / "probes" / label, pc)
@@ -99,7 +99,7 @@ class Demo:
 
         cfg = load_config(self.recipe, self.overrides)
         rep = run_finetune(str(self.run_dir), "fashion_mnist", self.out / "finetune",
-                           ProbeConfig(size=int(cfg["data"]["size"])), FinetuneConfig(labels="1%"))
+                           ProbeConfig(size=cfg["data"]["size"]), FinetuneConfig(labels="1%"))
         s = rep["summary"]
         _say("  1 % labels, test top-1: " + "  ".join(f"{k[9:-5]}={v:.2f}" for k, v in s.items()
                                                       if k.startswith("finetune_") and k.endswith("_top1")))

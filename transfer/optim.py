@@ -31,7 +31,8 @@ class LARS(torch.optim.Optimizer):
     momentum whose update is scaled by ``eta ||w|| / ||g + wd w||``; parameter groups with
     ``lars_exclude`` (biases and norms) get plain SGD without weight decay. ``eta`` = 0.001 is
     SimSiam's ``trust_coefficient``.
-    Written after facebookresearch/simsiam ``simsiam/optimizer.py``."""
+    Written after facebookresearch/simsiam ``simsiam/optimizer.py``; ``tests/core/test_lars.py`` checks it
+    step for step against a port of facebookresearch/barlowtwins ``main.py`` ``LARS`` (the same rule)."""
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False))

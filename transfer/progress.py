@@ -1,55 +1,39 @@
-"""A dependency-free progress bar with rate and ETA (one line, redrawn on a TTY; periodic
-lines otherwise, so logs stay readable)."""
+"""The progress bar of the trainer and the task engines: a thin wrapper of ``tqdm`` (rate, ETA,
+redrawn in place) that takes absolute positions (a resumed run starts at its step) and named
+metrics. The bar is drawn only when its stream (stderr) is a terminal: in a log file or a pipe it
+stays quiet, and the run's numbers are in ``log.jsonl``. :meth:`Progress.note` lines (e.g. the
+k-NN monitor) are printed either way, above the bar."""
 from __future__ import annotations
 
 import sys
-import time
 
-
-def _fmt(sec: float) -> str:
-    sec = int(max(0, sec))
-    h, r = divmod(sec, 3600)
-    m, s = divmod(r, 60)
-    return f"{h:d}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+from tqdm import tqdm
 
 
 class Progress:
-    def __init__(self, total: int, start: int = 0, enabled: bool = True, unit: str = "it", desc: str = "",
-                 every_s: float = 10.0) -> None:
-        self.total, self.start, self.enabled, self.unit, self.desc = total, start, enabled, unit, desc
-        self.t0 = time.time()
-        self.tty = sys.stderr.isatty()
-        self.every_s, self.last_print = every_s, 0.0
-        self.n = start
+    def __init__(self, total: int, start: int = 0, enabled: bool = True, unit: str = "it", desc: str = "") -> None:
+        self.enabled, self._n = enabled, start
+        # disable=None: tqdm turns itself off when the stream is not a terminal
+        self.bar = tqdm(total=total, initial=start, unit=unit, desc=desc, file=sys.stderr,
+                        disable=None if enabled else True, dynamic_ncols=True, leave=True)
+
+    @property
+    def n(self) -> int:
+        return self._n
 
     def update(self, n: int, **info: float) -> None:
-        self.n = n
-        if not self.enabled:
+        """Move the bar to position ``n`` and show ``info`` (e.g. ``loss=...``) beside it."""
+        self._n = n
+        if self.bar.disable:
             return
-        now = time.time()
-        if not self.tty and now - self.last_print < self.every_s and n < self.total:
-            return
-        self.last_print = now
-        done = n - self.start
-        rate = done / max(now - self.t0, 1e-9)
-        eta = (self.total - n) / rate if rate > 0 else float("inf")
-        frac = n / max(1, self.total)
-        bar = "#" * int(frac * 24)
-        extra = " ".join(f"{k}={v:.4f}" for k, v in info.items())
-        line = (f"{self.desc} [{bar:<24}] {n}/{self.total} {rate:.2f} {self.unit}/s "
-                f"elapsed {_fmt(now - self.t0)} eta {_fmt(eta) if eta != float('inf') else '?'} {extra}")
-        if self.tty:
-            sys.stderr.write("\r" + line[:160].ljust(160))
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        if info:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in info.items()}, refresh=False)
+        self.bar.update(n - self.bar.n)
 
     def note(self, msg: str) -> None:
+        """One line of text, printed above the bar (also when the bar itself is off)."""
         if self.enabled:
-            sys.stderr.write(("\n" if self.tty else "") + msg + "\n")
-            sys.stderr.flush()
+            tqdm.write(msg, file=sys.stderr)
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        self.bar.close()

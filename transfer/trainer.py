@@ -31,6 +31,7 @@ from .model import Siamese
 from .nn.sync_bn import convert_sync_bn
 from .optim import build_optimizer, lr_schedule, momentum_schedule, param_groups
 from .progress import Progress
+from .runconfig import RunConfig
 
 
 class NonFiniteLoss(RuntimeError):
@@ -86,40 +87,46 @@ def run_identity(cfg: Dict[str, Any]) -> Dict[str, Any]:
 RUN_FILES = ("checkpoint.pt", "backbone.safetensors", "config.yaml", "log.jsonl")
 
 
+def due(step: int, every: Optional[int]) -> bool:
+    """Whether a periodic action (log, checkpoint, k-NN monitor) is due at ``step``: every
+    ``every``-th step counting from 0; never when ``every`` is 0 or None (the action is off)."""
+    return bool(every) and step % every == 0
+
+
 class Trainer:
     def __init__(self, cfg: Dict[str, Any], device: Optional[str] = None, quiet: bool = False) -> None:
-        self.cfg = cfg
+        self.cfg = cfg  # the plain dict: what the checkpoint, config.yaml and the export record
+        self.c = c = RunConfig.from_dict(cfg)  # the same values, validated and typed once
         self.device = setup_distributed(device)
         self.rank, self.world = tdist.rank(), tdist.world()
         self.quiet = quiet or self.rank != 0
-        t = cfg["train"]
-        if t["threads"]:
-            torch.set_num_threads(int(t["threads"]))
-        if t["deterministic"]:
+        t = c.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        torch.manual_seed(cfg["seed"])
+        torch.manual_seed(c.seed)
 
-        d, m, o = cfg["data"], cfg["model"], cfg["optim"]
-        self.train_set = build_dataset(d["name"], "train", d["root"], d["load_size"])
-        self.size = int(d["size"])
-        self.aug = TwoViewAugment(AugmentConfig(size=self.size, **d["aug"]), self.train_set.mean, self.train_set.std)
+        d, m, o = c.data, c.model, c.optim
+        self.train_set = build_dataset(d.name, "train", d.root, d.load_size)
+        self.size = d.size
+        self.aug = TwoViewAugment(AugmentConfig(size=self.size, **d.aug), self.train_set.mean, self.train_set.std)
 
-        mc = cfg["method"]
-        self.method = build_method(mc["name"], int(m["proj_dim"]), mc["form"], mc["momentum"], **(mc["params"] or {}))
-        backbone = build_backbone(m["arch"], m["width"], m["zero_init_residual"])
-        predictor = self.method.build_predictor(int(m["proj_dim"]), int(m["pred_hidden"]))
-        self.model = Siamese(backbone, int(m["proj_hidden"]), int(m["proj_dim"]), int(m["proj_layers"]),
-                             predictor, self.method.momentum)
-        if m["sync_bn"] and self.world > 1:
+        mc = c.method
+        self.method = build_method(mc.name, m.proj_dim, mc.form, mc.momentum, **(mc.params or {}))
+        backbone = build_backbone(m.arch, m.width, m.zero_init_residual)
+        predictor = self.method.build_predictor(m.proj_dim, m.pred_hidden)
+        self.model = Siamese(backbone, m.proj_hidden, m.proj_dim, m.proj_layers, predictor, self.method.momentum)
+        if m.sync_bn and self.world > 1:
             self.model = convert_sync_bn(self.model, self.device)
-        self.dtype = torch.float64 if t["dtype"] == "float64" else torch.float32
+        self.dtype = torch.float64 if t.dtype == "float64" else torch.float32
         self.model.to(self.device, self.dtype)
         self.method.to(self.device, self.dtype)
-        self.amp = ((t["amp"] == "auto" and self.device.type == "cuda") or t["amp"] is True) and self.dtype == torch.float32
-        self.channels_last = (t["channels_last"] == "auto" and self.device.type == "cuda") or t["channels_last"] is True
+        self.amp = ((t.amp == "auto" and self.device.type == "cuda") or t.amp is True) and self.dtype == torch.float32
+        self.channels_last = (t.channels_last == "auto" and self.device.type == "cuda") or t.channels_last is True
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.online = self.model.online
@@ -127,26 +134,26 @@ class Trainer:
             self.online = torch.nn.parallel.DistributedDataParallel(
                 self.model.online, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-        self.global_batch = int(o["batch_size"])
-        self.sampler_args = (len(self.train_set), self.global_batch, int(cfg["seed"]), self.rank, self.world)
+        self.global_batch = o.batch_size
+        self.sampler_args = (len(self.train_set), self.global_batch, c.seed, self.rank, self.world)
         self.steps_per_epoch = len(self.train_set) // self.global_batch
         if self.steps_per_epoch == 0:
-            raise UserError(f"data.name {d['name']!r} has {len(self.train_set)} images, fewer than optim.batch_size {self.global_batch}")
-        self.total_steps = int(round(float(o["epochs"]) * self.steps_per_epoch))
-        self.stop_step = min(self.total_steps, int(o["max_steps"])) if o["max_steps"] else self.total_steps
-        peak = float(o["base_lr"]) * self.global_batch / 256
-        self.lr = lr_schedule(peak, self.total_steps, int(round(float(o["warmup_epochs"]) * self.steps_per_epoch)), float(o["min_lr_ratio"]))
-        self.mm = momentum_schedule(float(cfg["ema"]["base"]), float(cfg["ema"]["end"]), self.total_steps)
-        if o["name"] == "sgd":  # UniGrad / MoCo: weight decay on every parameter
+            raise UserError(f"data.name {d.name!r} has {len(self.train_set)} images, fewer than optim.batch_size {self.global_batch}")
+        self.total_steps = round(o.epochs * self.steps_per_epoch)
+        self.stop_step = min(self.total_steps, o.max_steps) if o.max_steps else self.total_steps
+        peak = o.base_lr * self.global_batch / 256
+        self.lr = lr_schedule(peak, self.total_steps, round(o.warmup_epochs * self.steps_per_epoch), o.min_lr_ratio)
+        self.mm = momentum_schedule(c.ema.base, c.ema.end, self.total_steps)
+        if o.name == "sgd":  # UniGrad / MoCo: weight decay on every parameter
             groups = [{"params": [p for p in self.model.online.parameters() if p.requires_grad],
-                       "weight_decay": float(o["weight_decay"])}]
+                       "weight_decay": o.weight_decay}]
         else:
-            groups = param_groups(self.model.online, float(o["weight_decay"]))
-        self.optimizer = build_optimizer(o["name"], groups, peak, float(o["momentum"]), float(o["lars_eta"]))
+            groups = param_groups(self.model.online, o.weight_decay)
+        self.optimizer = build_optimizer(o.name, groups, peak, o.momentum, o.lars_eta)
         self.amp_dtype = torch.bfloat16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # bf16 needs no scaling
         self.step = 0
-        self.run_dir = Path(cfg["out_dir"]) / str(cfg["name"])
+        self.run_dir = Path(c.out_dir) / str(c.name)
         self.ckpt_path = self.run_dir / "checkpoint.pt"
         self.log_path = self.run_dir / "log.jsonl"
         self.tb = None
@@ -209,14 +216,13 @@ class Trainer:
     def export(self) -> Path:
         path = self.run_dir / "backbone.safetensors"
         if self.rank == 0:
-            d = self.cfg["data"]
             export_backbone(path, self.model.online.backbone, {
                 "method": self.method.name, "form": self.method.form, "momentum": self.method.momentum,
                 "arch_name": arch_name(self.model.online.backbone.spec), "config": self.cfg,
                 "steps": self.step, "images_seen": self.step * self.global_batch,
-                "epochs": round(self.step / self.steps_per_epoch, 4), "dataset": d["name"],
+                "epochs": round(self.step / self.steps_per_epoch, 4), "dataset": self.c.data.name,
                 "input_size": self.size, "mean": list(self.train_set.mean), "std": list(self.train_set.std),
-                "knn_top1": self.last_knn, "knn_split": self.cfg["train"]["knn_split"],
+                "knn_top1": self.last_knn, "knn_split": self.c.train.knn_split,
             })
         return path
 
@@ -312,7 +318,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def _views(self, step: int, x: torch.Tensor):
-        g = torch.Generator(device=self.device).manual_seed(int(self.cfg["seed"]) * 7_919 + 104_729 * step + 1)
+        g = torch.Generator(device=self.device).manual_seed(self.c.seed * 7_919 + 104_729 * step + 1)
         local = x.shape[0]
         x1, x2 = self.aug(x.to(self.device, non_blocking=True), g, offset=self.rank * local, total=self.global_batch)
         return x1.to(self.dtype), x2.to(self.dtype)
@@ -329,17 +335,17 @@ class Trainer:
                     self.tb.add_scalar(k, v, rec["step"])
 
     def _knn(self) -> Optional[float]:
-        t = self.cfg["train"]
-        if t["knn_split"] == "val":  # queries carved from train: recipe choices never see the test split
+        t, d = self.c.train, self.c.data
+        if t.knn_split == "val":  # queries carved from train: recipe choices never see the test split
             acc = None
             if self.rank == 0:
                 acc = knn_eval_val(self.model.online.backbone, self.train_set, self.size, self.device,
-                                   int(t["knn_bank"]), int(t["knn_k"]), float(t["knn_t"]), int(t["knn_val"]))
+                                   t.knn_bank, t.knn_k, t.knn_t, t.knn_val)
             if self.world > 1:
                 dist.barrier()
             return acc
         try:
-            test = build_dataset(self.cfg["data"]["name"], "test", self.cfg["data"]["root"], self.cfg["data"]["load_size"])
+            test = build_dataset(d.name, "test", d.root, d.load_size)
         except UserError:
             return None
         if getattr(test, "root", None) is not None and getattr(test, "root", None) == getattr(self.train_set, "root", None):
@@ -347,52 +353,58 @@ class Trainer:
         acc = None
         if self.rank == 0:
             acc = knn_eval(self.model.online.backbone, self.train_set, test, self.size, self.device,
-                           int(t["knn_bank"]), int(t["knn_k"]), float(t["knn_t"]))
+                           t.knn_bank, t.knn_k, t.knn_t)
         if self.world > 1:
             dist.barrier()
         return acc
 
-    def fit(self) -> Dict[str, Any]:
-        cfg, t = self.cfg, self.cfg["train"]
+    def _start(self) -> None:
+        """Before the first step: clear stale temps, resume (which refuses a checkpoint of another
+        config before anything is written), record the config, open TensorBoard if installed."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.remove_stale_temps()
-        self.maybe_resume()  # refuses a checkpoint of another config before anything is written
+        self.maybe_resume()
         if self.rank == 0:
-            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # optional: the tensorboard extra
 
                 self.tb = SummaryWriter(str(self.run_dir / "tb"))
             except Exception:
                 self.tb = None
+
+    def fit(self) -> Dict[str, Any]:
+        """The loop, flat as facebookresearch/dino ``main_dino.py`` ``train_one_epoch``: one step, then
+        whatever is :func:`due` at the new step (log, k-NN monitor, checkpoint, export)."""
+        t = self.c.train
+        self._start()
         self.model.train()
         sampler = StepBatches(*self.sampler_args, start=self.step, end=self.stop_step)
-        bar = Progress(self.stop_step, start=self.step, enabled=bool(t["progress"]) and not self.quiet,
+        bar = Progress(self.stop_step, start=self.step, enabled=t.progress and not self.quiet,
                        unit="step", desc=f"{self.method.name}/{self.method.form}{'+ema' if self.method.momentum else ''}")
         last: Dict[str, float] = {}
         t0 = time.time()
         try:
-            for step, x, _ in iterate_batches(self.train_set, sampler, int(cfg["data"]["workers"])):
+            for step, x, _ in iterate_batches(self.train_set, sampler, self.c.data.workers):
                 assert step == self.step, f"data stream at step {step}, trainer at {self.step}"
-                x1, x2 = self._views(step, x)
-                stats = self.train_step(x1, x2)
-                if self.step % int(t["log_every"]) == 0 or self.step == self.stop_step:
+                stats = self.train_step(*self._views(step, x))
+                s, epoch = self.step, self.step / self.steps_per_epoch
+                final, epoch_end = s == self.stop_step, due(s, self.steps_per_epoch)
+                if due(s, t.log_every) or final:
                     last = {k: float(v) for k, v in stats.items()}
-                    self._log({"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4), **last,
-                               "time": round(time.time() - t0, 3)})
-                bar.update(self.step, **{k: last[k] for k in ("loss", "pos_sim") if k in last})
-                epoch_end = self.step % self.steps_per_epoch == 0
-                knn_due = epoch_end and t["knn_every"] and (self.step // self.steps_per_epoch) % int(t["knn_every"]) == 0
-                if knn_due or (t["knn_every"] and self.step == self.stop_step and not epoch_end):
+                    self._log({"step": s, "epoch": round(epoch, 4), **last, "time": round(time.time() - t0, 3)})
+                bar.update(s, **{k: last[k] for k in ("loss", "pos_sim") if k in last})
+                # k-NN monitor: every knn_every-th epoch end, and at a final step that ends no epoch
+                if (epoch_end and due(s // self.steps_per_epoch, t.knn_every)) or (final and not epoch_end and t.knn_every):
                     self.last_knn = self._knn()
                     if self.last_knn is not None:
-                        self._log({"step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
-                                   "knn_top1": self.last_knn, "knn_split": t["knn_split"]})
-                        bar.note(f"epoch {self.step / self.steps_per_epoch:.2f}: k-NN top-1 {self.last_knn:.2f}% (monitor: {t['knn_split']} queries, {int(t['knn_bank'])}-image bank)")
-                if self.step % int(t["ckpt_every"]) == 0 or epoch_end or self.step == self.stop_step:
+                        self._log({"step": s, "epoch": round(epoch, 4), "knn_top1": self.last_knn, "knn_split": t.knn_split})
+                        bar.note(f"epoch {epoch:.2f}: k-NN top-1 {self.last_knn:.2f}% "
+                                 f"(monitor: {t.knn_split} queries, {t.knn_bank}-image bank)")
+                if due(s, t.ckpt_every) or epoch_end or final:
                     self.save()
-                    if epoch_end or self.step == self.stop_step:
-                        self.export()
+                if epoch_end or final:
+                    self.export()
         except NonFiniteLoss as e:
             bar.close()
             raise UserError(f"{e}; training stopped, the last good checkpoint is kept at {self.ckpt_path}") from None
