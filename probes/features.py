@@ -24,7 +24,7 @@ from transfer.data import eval_transform
 from transfer.errors import UserError
 from transfer.sources import FeatureSource
 
-TRANSFORM_VERSION = "eval_transform/2"  # /2: ImageNet-sized images resize 256 + centre crop 224
+TRANSFORM_VERSION = "eval_transform/3"  # /2: ImageNet-sized images resize 256 + centre crop 224; /3: folder images decoded as torchvision Resize + CenterCrop (off by up to a pixel before)
 
 
 def default_cache_dir() -> Path:
