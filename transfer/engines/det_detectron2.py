@@ -393,4 +393,14 @@ def run(job: Job) -> Dict[str, Any]:
     return m
 
 
-register_engine(Engine("detectron2", "det", check=available, run=run, accepts=no_small_stem))
+def accepts(arch: Dict[str, Any]) -> Optional[str]:
+    """detectron2's ResNet: the standard stem, and for R18/R34 the standard width (its
+    ``build_resnet_backbone`` asserts ``RES2_OUT_CHANNELS == 64`` for basic blocks)."""
+    why = no_small_stem(arch)
+    if why is None and int(arch.get("depth", 50)) in (18, 34) and float(arch.get("width", 1.0)) != 1.0:
+        why = (f"ResNet-{arch['depth']} at width {arch['width']}: detectron2 builds R18/R34 only at width 1 "
+               f"(RES2_OUT_CHANNELS must be 64)")
+    return why
+
+
+register_engine(Engine("detectron2", "det", check=available, run=run, accepts=accepts))
