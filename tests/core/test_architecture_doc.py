@@ -23,6 +23,7 @@ from transfer.trainer import Trainer
 
 DOC = ROOT / "docs" / "architecture.md"
 _HOWTO = re.compile(r"<!-- howto: (\w+) -->\s*```python\n(.*?)```", re.S)
+_RECIPE = re.compile(r"```yaml\n(# align .*?)```", re.S)
 
 
 def howtos() -> Dict[str, str]:
@@ -61,6 +62,10 @@ def test_howto_method_registers_and_trains(undo, tmp_path):
     tr.close()
     assert tr.step == 2, out
     assert (tmp_path / "align" / "backbone.safetensors").is_file()
+    recipe = tmp_path / "align_fmnist.yaml"  # the doc's recipe loads and validates with the new method
+    recipe.write_text(_RECIPE.search(DOC.read_text()).group(1))
+    m = load_config(str(recipe))["method"]
+    assert (m["name"], m["form"], m["momentum"]) == ("align", "grad", True)
 
 
 def test_howto_task_registers_and_runs(undo, tmp_path):
