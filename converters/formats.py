@@ -293,6 +293,16 @@ LAYOUTS: List[Layout] = [
 BY_NAME: Dict[str, Layout] = {layout.name: layout for layout in LAYOUTS}
 
 
+def register_layout(layout: Layout) -> Layout:
+    """Add a source format: :func:`detect` tries it by ``priority``, ``--source NAME`` names it
+    (how-to in ``docs/architecture.md``). A name already taken is an error."""
+    if layout.name in BY_NAME:
+        raise ValueError(f"source format {layout.name!r} registered twice")
+    LAYOUTS.append(layout)
+    BY_NAME[layout.name] = layout
+    return layout
+
+
 def get_layout(name: str) -> Layout:
     if name not in BY_NAME:
         raise UserError(f"unknown source format {name!r}; known: {', '.join(sorted(BY_NAME))}")

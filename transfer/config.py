@@ -24,7 +24,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
+from .backbones import BACKBONES
+from .data.augment import AugmentConfig
 from .errors import UserError
+from .methods import METHODS
 from .suggest import did_you_mean
 
 DEFAULTS: Dict[str, Any] = {
@@ -381,9 +384,6 @@ SCHEMA: Dict[str, Field] = {
 def validate(cfg: Dict[str, Any]) -> None:
     """Check every key against :data:`SCHEMA` (one error naming the key and value) and store the typed
     values in ``cfg``; then the cross-key checks (registries, method form, augmentation keys)."""
-    from .backbones import BACKBONES
-    from .methods import METHODS
-
     for key, field in SCHEMA.items():
         *secs, leaf = key.split(".")
         node = cfg
@@ -401,8 +401,6 @@ def validate(cfg: Dict[str, Any]) -> None:
                         f"got {o['warmup_epochs']!r}")
     if not isinstance(cfg["method"]["params"], dict):
         raise UserError(f"config key 'method.params' must be a mapping, got {cfg['method']['params']!r}")
-    from .data.augment import AugmentConfig
-
     known = set(AugmentConfig.__dataclass_fields__) - {"size"}  # the size is data.size
     for k, v in cfg["data"]["aug"].items():
         if k not in known:

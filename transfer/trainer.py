@@ -19,11 +19,13 @@ from typing import Any, Dict, Optional
 import torch
 import torch.distributed as dist
 import yaml
+from safetensors import safe_open
 
 from . import dist as tdist
 from .backbones import arch_name, build_backbone
-from .checkpoint import atomic_write_text, export_backbone, load_state, save_state
+from .checkpoint import atomic_write_text, export_backbone, load_state, save_state, weights_sha256
 from .data import AugmentConfig, StepBatches, TwoViewAugment, build_dataset, iterate_batches
+from .devices import resolve_device
 from .errors import UserError
 from .knn_monitor import knn_eval, knn_eval_val
 from .methods import Views, build_method
@@ -55,9 +57,7 @@ def nonfinite_tensors(state: Any, prefix: str = "") -> list:
 
 def setup_distributed(device: Optional[str] = None) -> torch.device:
     """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: nccl on GPU, gloo on CPU."""
-    use_cuda = torch.cuda.is_available() if device in (None, "auto") else device.startswith("cuda")
-    if use_cuda and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available on this machine (use --device cpu or auto)")
+    use_cuda = resolve_device(device).type == "cuda"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not tdist.is_dist():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     if use_cuda:
@@ -228,10 +228,6 @@ class Trainer:
 
     def export_is_current(self) -> bool:
         """Whether ``backbone.safetensors`` holds this step's online backbone (same step, same weights)."""
-        from safetensors import safe_open
-
-        from .checkpoint import weights_sha256
-
         path = self.run_dir / "backbone.safetensors"
         try:
             with safe_open(str(path), framework="pt") as f:

@@ -91,7 +91,7 @@ def test_study_end_to_end_then_reuse(tmp_path, fake_tasks, monkeypatch, capsys):
     def no_trainer(*a, **k):
         raise AssertionError("a finished cell was retrained")
 
-    monkeypatch.setattr("transfer.trainer.Trainer", no_trainer)
+    monkeypatch.setattr("transfer.study.run.Trainer", no_trainer)
     n_det = sum(c[0] == "fmnist_det" for c in fake_tasks)
     assert main(_argv(out, doc)) == 0
     again = _inv(out)

@@ -11,11 +11,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import time
 from typing import Any, Dict, List
 
 import torch
+
+from probes.bench import bench_probes, format_bench
+
+from ..config import load_config
+from ..data import build_dataset
+from ..errors import UserError
+from ..study.plan import BUDGETS, VARIANTS, cell_config, estimate, parse_methods, plan_cells
+from ..study.run import StudySpec, run_study
+from ..tasks import TASKS
+from ..trainer import Trainer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,9 +64,6 @@ def _timeit(fn, sync) -> float:
 
 def bench_trainer(arch: str, width: float, size: int, batch: int, method: str, form: str, momentum: bool,
                   data: str, reps: int, device: str = "auto") -> Dict[str, Any]:
-    from ..config import load_config
-    from ..data import build_dataset
-    from ..trainer import Trainer
 
     cfg = load_config(None, [f"model.arch={arch}", f"model.width={width}", f"data.size={size}",
                              f"optim.batch_size={batch}", f"method.name={method}", f"method.form={form}",
@@ -130,7 +138,6 @@ def run_trainer(args: argparse.Namespace) -> int:
 
 
 def run_probes(args: argparse.Namespace) -> int:
-    from probes.bench import bench_probes, format_bench
 
     print(format_bench(bench_probes(n_train=args.n_train, n_test=args.n_test, dim=args.dim)))
     return 0
@@ -139,7 +146,6 @@ def run_probes(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------ bench methods
 def register_methods(s: argparse._SubParsersAction) -> None:
     """``transfer bench methods``: the fair comparison (issue 15); the work is in :mod:`transfer.study`."""
-    from ..study.plan import BUDGETS, VARIANTS
 
     me = s.add_parser(
         "methods", help="each gradient rule (with / without EMA), each original loss, DirectPred vs trained "
@@ -168,7 +174,6 @@ def register_methods(s: argparse._SubParsersAction) -> None:
 
 def _methods_command(args: argparse.Namespace) -> str:
     """The command line that regenerates this study (explicit options only)."""
-    import shlex
 
     parts = ["transfer", "bench", "methods", "--budget", args.budget]
     for opt in ("epochs", "seeds", "methods", "variants", "transfer_iters", "out"):
@@ -186,9 +191,6 @@ def _methods_command(args: argparse.Namespace) -> str:
 
 
 def methods_spec(args: argparse.Namespace):
-    from ..errors import UserError
-    from ..study.plan import BUDGETS, VARIANTS, parse_methods
-    from ..study.run import StudySpec
 
     b = BUDGETS[args.budget]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
@@ -197,7 +199,6 @@ def methods_spec(args: argparse.Namespace):
         raise UserError(f"--variants: unknown {bad[0]!r}; choose from {', '.join(VARIANTS)}")
     tasks = [] if args.tasks in ("", "none") else [t.strip() for t in args.tasks.split(",") if t.strip()]
     if tasks:
-        from ..tasks import TASKS
 
         for t in tasks:
             TASKS.get(t)  # a clear error for an unknown task
@@ -217,8 +218,6 @@ def methods_spec(args: argparse.Namespace):
 def run_methods(args: argparse.Namespace) -> int:
     spec = methods_spec(args)
     if args.dry_run:
-        from ..data import build_dataset
-        from ..study.plan import cell_config, estimate, plan_cells
 
         cells = plan_cells(spec.methods, spec.seeds, spec.variants)
         cfg = cell_config(spec.recipe, spec.epochs, spec.overrides, spec.out, cells[0])
@@ -233,7 +232,6 @@ def run_methods(args: argparse.Namespace) -> int:
               f"transfer {e['transfer_s'] / 3600:.1f} h; total {e['total_s'] / 3600:.1f} h = "
               f"{e['total_s'] / 60 / args.max_minutes:.1f} invocations of {args.max_minutes:g} min")
         return 0
-    from ..study.run import run_study
 
     run_study(spec, doc=args.doc)
     return 0

@@ -15,6 +15,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import UserError
@@ -121,7 +122,7 @@ def fashion_mnist(split: str = "train", root: Optional[str] = None) -> ImageData
 @DATASETS.register("digits")
 def digits(split: str = "train", root: Optional[str] = None) -> ImageDataset:
     """scikit-learn's 1,797 8x8 digits, values 0-16 scaled to 0-255; a fixed 80/20 split."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # optional: scikit-learn only for this dataset
 
     d = load_digits()
     x = torch.from_numpy((d.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
@@ -238,8 +239,6 @@ class ImageFolderDataset(ImageDataset):
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
 
     def _decode(self, i: int, full: bool) -> torch.Tensor:
-        from PIL import Image
-
         try:
             with Image.open(self.files[i]) as im:
                 im = im.convert("RGB")

@@ -21,7 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import torch
+import torch.nn.functional as F
+
+from ..config import list_recipes, load_config, validate
 from ..errors import UserError
+from ..methods import METHODS, Views, build_method
 
 VARIANTS: Dict[str, str] = {"orig": "original loss", "grad": "grad, no EMA", "grad_ema": "grad + EMA",
                             "pred_linear": "trained linear predictor", "pred_mlp": "trained 2-layer predictor"}
@@ -74,7 +79,6 @@ class Cell:
 
 def recipe_params(method: str) -> Dict[str, Any]:
     """The method's parameters from its Fashion-MNIST recipe (``<method>_fmnist``), else its defaults."""
-    from ..config import list_recipes, load_config
 
     name = f"{method}_fmnist"
     return dict(load_config(name)["method"]["params"] or {}) if name in list_recipes() else {}
@@ -84,10 +88,6 @@ def rule_groups(methods: Sequence[str], params: Optional[Dict[str, Dict[str, Any
     """Methods grouped by their gradient rule: equal when their grad forms give the same gradient
     w.r.t. both views' projections on the same random views over three steps (so rule state, e.g.
     ``F``'s moving average, counts). Registry order; the first of a group names it."""
-    import torch
-    import torch.nn.functional as F
-
-    from ..methods import METHODS, Views, build_method
 
     params = params or {}
     g = torch.Generator().manual_seed(0)
@@ -115,7 +115,6 @@ def rule_groups(methods: Sequence[str], params: Optional[Dict[str, Dict[str, Any
 
 def plan_cells(methods: Sequence[str], seeds: int, variants: Optional[Sequence[str]] = None) -> List[Cell]:
     """Every cell, seed-major (a study stopped half-way has whole seeds, not whole methods)."""
-    from ..methods import METHODS
 
     variants = list(variants or VARIANTS)
     params = {m: recipe_params(m) for m in methods}
@@ -144,7 +143,6 @@ def plan_cells(methods: Sequence[str], seeds: int, variants: Optional[Sequence[s
 
 
 def parse_methods(text: Optional[str]) -> List[str]:
-    from ..methods import METHODS
 
     if not text or text == "all":
         return METHODS.names()
@@ -158,7 +156,6 @@ def parse_methods(text: Optional[str]) -> List[str]:
 
 def cell_config(recipe: str, epochs: float, overrides: Sequence[str], out: str, cell: Cell) -> Dict[str, Any]:
     """``recipe`` with the cell's method, form, momentum and seed; every other key shared by all cells."""
-    from ..config import load_config, validate
 
     items = [f"method.name={cell.method}", f"method.form={cell.form}",
              f"method.momentum={'true' if cell.momentum else 'false'}", f"seed={cell.seed}", f"name={cell.cell_id}",

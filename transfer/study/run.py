@@ -19,9 +19,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+import yaml
+from probes.run import ProbeConfig, run_probes
+
 from ..checkpoint import atomic_write_text
 from ..errors import TaskUnavailable, UserError
-from ..trainer import run_identity
+from ..tasks import TASKS, run_task
+from ..trainer import Trainer, run_identity
+from .doc import build_table, write_doc
 from .plan import Cell, cell_config, plan_cells
 
 
@@ -75,7 +80,6 @@ def _same_run(stored: Dict[str, Any], now: Dict[str, Any]) -> bool:
 def run_transfer_task(task: str, ckpt: str, out_dir: Path, iters: int, seed: int, device: str) -> Dict[str, float]:
     """One fine-tuning run of a registered task -> its headline metrics. The study's only way into
     the task engines (raises :class:`TaskUnavailable` when data or engine is missing)."""
-    from ..tasks import TASKS, run_task
 
     res = run_task(task, ckpt, out_dir=str(out_dir), max_iter=iters, device=device, seed=seed, progress=False)
     if TASKS.get(task).kind == "det":
@@ -86,7 +90,6 @@ def run_transfer_task(task: str, ckpt: str, out_dir: Path, iters: int, seed: int
 def _probes(ckpt: str, data: str, size: int, out_dir: Path, device: str) -> Dict[str, Any]:
     """k-NN (k=20 reported) and the linear probe, exactly as ``transfer probe`` runs them, at the
     cells' input size (the baselines too)."""
-    from probes.run import ProbeConfig, run_probes
 
     t = time.time()
     rep = run_probes(["knn", "linear"], ckpt, data, out_dir, ProbeConfig(size=size, device=device, use_cache=False),
@@ -140,7 +143,6 @@ class Study:
     def check_setting(self) -> None:
         """Refuse, before anything runs, cells trained under another setting (finished: cell.json;
         interrupted: the trainer's config.yaml)."""
-        import yaml
 
         for c in self.cells:
             now = _identity(self.cfgs[c.cell_id])
@@ -156,7 +158,6 @@ class Study:
 
     # ------------------------------------------------------------------ phases
     def run_cell(self, c: Cell, path: Path) -> None:
-        from ..trainer import Trainer
 
         cfg = self.cfgs[c.cell_id]
         rec: Dict[str, Any] = {**asdict(c), "cell": c.cell_id, "identity": _identity(cfg), "data": self.data}
@@ -251,7 +252,6 @@ class Study:
 
 def run_study(spec: StudySpec, doc: Optional[str] = None, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Run or resume; write ``OUT/table.json``, ``OUT/benchmarks.md`` (and ``doc``). Returns the table."""
-    from .doc import build_table, write_doc
 
     study = Study(spec, log)
     res = study.run()

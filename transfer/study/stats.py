@@ -19,7 +19,7 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 def t_quantile(df: int) -> float:
     """The two-sided 95 % quantile ``t_{0.975, df}``."""
     try:
-        from scipy.stats import t
+        from scipy.stats import t  # optional: scipy is not a dependency (fallback below)
 
         return float(t.ppf(0.975, df))
     except ImportError:
