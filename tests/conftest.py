@@ -50,3 +50,15 @@ def _threads():
     torch.set_num_threads(int(os.environ.get("TRANSFER_TEST_THREADS", "2")))
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny float64 tensors: one thread is several times faster than two (no OpenMP spinning).
+    Test modules of such tensors opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

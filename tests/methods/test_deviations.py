@@ -11,12 +11,7 @@ from transfer.methods import Bank, Views, build_method
 from transfer.methods import rules
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _realistic_views(n: int, d: int, seed: int = 0):

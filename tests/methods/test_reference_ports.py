@@ -35,13 +35,7 @@ Tensor = torch.Tensor
 Port = Callable[..., Tensor]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny float64 tensors: one thread is several times faster than two (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _net(seed: int) -> nn.Module:
