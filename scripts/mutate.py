@@ -19,12 +19,18 @@ Usage (not part of CI; see docs/testing.md)::
     python3 scripts/mutate.py --list              # only list the mutants
     python3 scripts/mutate.py --only rules.py --limit 20
     python3 scripts/mutate.py --stride 3 --offset 1   # every third mutant, starting at the second
+    python3 scripts/mutate.py --json runs/mutants.json  # record each outcome as it lands; rerun to resume
+
+With ``--json`` the record is rewritten (atomically) after every mutant, together with a fingerprint
+of the mutated files and the tests; rerunning the same command skips the mutants already recorded,
+and refuses a record made against other code or tests.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -188,6 +194,36 @@ def _run_tests(work: Path, tests: List[str], timeout: float) -> str:
         time.sleep(0.05)
 
 
+def fingerprint(root: Path) -> str:
+    """sha256 over the mutated files and the tests that judge them: a record is reusable only
+    while both are unchanged (mutant indices and outcomes depend on them)."""
+    h = hashlib.sha256()
+    for path in sorted((root / TARGET).glob("*.py")) + sorted((root / "tests" / "methods").rglob("*.py")) \
+            + [root / "tests" / "conftest.py"]:
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _load_record(path: Optional[str], fp: str) -> dict:
+    if not path or not Path(path).is_file():
+        return {}
+    rec = json.loads(Path(path).read_text())
+    if not isinstance(rec, dict) or rec.get("fingerprint") != fp:
+        raise SystemExit(f"{path} was recorded against other code or tests (fingerprint differs); "
+                         f"move it away or pass another --json")
+    return {(r["file"], r["index"]): r["outcome"] for r in rec["mutants"]}
+
+
+def _save_record(path: Optional[str], fp: str, results: list) -> None:
+    if not path:
+        return
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps({"fingerprint": fp, "mutants": [{**m.__dict__, "outcome": o} for m, o in results]},
+                              indent=1))
+    os.replace(tmp, path)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", default="/tmp/mutwork", help="scratch copy of the repository (recreated)")
@@ -199,7 +235,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     help="start the stride at this mutant (--stride 3 --offset 1: the third not sampled by offset 0)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant; a timeout counts as killed")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
-    ap.add_argument("--json", help="write every mutant's outcome to this file")
+    ap.add_argument("--json", help="record every mutant's outcome here as it lands (rerun to resume)")
     args = ap.parse_args(argv)
 
     mutants = enumerate_mutants(ROOT, args.only)
@@ -227,10 +263,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"the unmutated tests do not pass in {work} ({base}); nothing to measure", file=sys.stderr)
         return 2
 
-    results = []
+    fp = fingerprint(ROOT)
+    done = _load_record(args.json, fp)
+    results = [(m, done[(m.file, m.index)]) for m in mutants if (m.file, m.index) in done]
+    if results:
+        print(f"resuming: {len(results)} of {len(mutants)} mutants already recorded in {args.json}", flush=True)
     originals = {}
     try:
         for k, m in enumerate(mutants):
+            if (m.file, m.index) in done:
+                continue
             path = work / m.file
             if m.file not in originals:
                 originals[m.file] = path.read_text()
@@ -241,6 +283,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             finally:
                 path.write_text(src)
             results.append((m, outcome))
+            _save_record(args.json, fp, results)
             print(f"[{k + 1}/{len(mutants)}] {outcome:8s} {m.file}:{m.line} {m.what}", flush=True)
     except KeyboardInterrupt:
         print("interrupted; partial score below", file=sys.stderr)
@@ -256,8 +299,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("survivors:")
         for m in survivors:
             print(f"  {m.file}:{m.line}  #{m.index}  {m.what}")
-    if args.json:
-        Path(args.json).write_text(json.dumps([{**m.__dict__, "outcome": o} for m, o in results], indent=1))
     return 0
 
 

@@ -127,6 +127,26 @@ def test_directpred_predictor_comes_from_earlier_steps() -> None:
         assert torch.allclose(m.Wp, wp, rtol=1e-8, atol=1e-10)
 
 
+def test_directpred_predictor_floor_and_scale() -> None:
+    """``W_p``'s spectrum is ``clamp(sqrt(s / s_max) + eps, 1e-4)``: at ``eps = 0`` (where the grad
+    rule is exact) a rank-deficient ``F`` gets the 1e-4 floor on its null space, not 0; and ``W_p``
+    depends on ``F`` only through ``s / s_max``, so it is unchanged by scaling ``F`` down to
+    ``s_max = 1e-12`` (the guard against an all-zero ``F``)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    F_rank3 = a @ a.T  # 8 x 8, rank 3
+    wp, M, smax = rules.directpred_predictor(F_rank3, 0.0)
+    ev = torch.linalg.eigvalsh(wp)
+    assert torch.allclose(ev[:5], torch.full((5,), 1e-4, dtype=torch.float64), rtol=1e-6), ev
+    s = torch.linalg.eigvalsh(F_rank3)
+    assert torch.allclose(ev[5:], torch.sqrt(s[5:] / s.max()), rtol=1e-8)
+    assert torch.allclose(M, F_rank3 / s.max(), rtol=1e-10) and torch.isclose(smax, s.max())
+    for eps in (0.0, 0.1):
+        ref = rules.directpred_predictor(F_rank3, eps)[0]
+        tiny = F_rank3 * (1.5e-12 / float(s.max()))  # s_max = 1.5e-12, just above the guard
+        assert torch.allclose(rules.directpred_predictor(tiny, eps)[0], ref, rtol=1e-6, atol=1e-9), eps
+
+
 def test_moco_v2_loss_is_query_against_queue() -> None:
     """MoCo v2's loss form: view 1's query against view 2's key and the queue only (not the
     batch's other keys); only view 2's keys are enqueued, at the pointer."""

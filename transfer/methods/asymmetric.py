@@ -62,7 +62,7 @@ class Asymmetric(CorrelationState):
     equivalence = "approximate"
     eps_key = "eps"
     #: d(loss form) / d(grad form) for the same linear predictor (eps = 0, where the rule is exact)
-    loss_to_grad: float = 1.0
+    loss_to_grad: float  # declared by each method (BYOL 4, SimSiam 1, DirectPred 4)
 
     def update_state(self, t1, t2, step):
         super().update_state(t1, t2, step)
@@ -122,14 +122,6 @@ class SimSiam(MLPPredictorMethod):
     paper_loss = staticmethod(simsiam_loss)
 
 
-def eig_predictor(F_hat: Tensor, eps: float) -> Tensor:
-    """luckmatters ``compute_w_corr`` (``boost_scale``, ``dyn_convert = 2``, eps outside):
-    ``U diag(clamp(sqrt(clamp(s, 0) / s_max) + eps, 1e-4)) U^T`` (float64 eigh, cast back)."""
-    s, U = torch.linalg.eigh(F_hat.double())
-    p = (torch.sqrt(s.clamp(min=0) / s.max().clamp(min=1e-12)) + eps).clamp(min=1e-4)
-    return ((U * p) @ U.T).to(F_hat.dtype)
-
-
 @METHODS.register("directpred")
 class DirectPred(Asymmetric):
     name = "directpred"
@@ -168,5 +160,5 @@ class DirectPred(Asymmetric):
             self.F_hat.copy_(rules.ema_update(self.F_hat, fb, float(self.hp["rho"]), bool(self.F_hat_initialised)))
             self.F_hat_initialised.fill_(True)
             if step % max(1, int(self.hp["freq"])) == 0:
-                self.Wp.copy_(eig_predictor(self.F_hat, float(self.hp["eps"])))
+                self.Wp.copy_(rules.directpred_predictor(self.F_hat, float(self.hp["eps"]))[0])
         return loss

@@ -62,7 +62,7 @@ class Method(nn.Module):
     family: str = ""
     forms: Tuple[str, ...] = ("loss", "grad")
     default_form: str = "grad"
-    default_momentum: bool = True
+    default_momentum: bool  # every method declares it (no default: a missing one fails loudly)
     defaults: Dict[str, Any] = {}
     #: the loss form trains an MLP predictor on the online branch
     uses_predictor: bool = False

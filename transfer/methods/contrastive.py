@@ -40,7 +40,7 @@ def anchor_mask(n: int, n_cands: int, column: int, device: torch.device) -> Tens
 
 def unigrad_candidates(bank: Bank, queue: Optional[Tensor] = None) -> Tensor:
     """UniGrad's ``N``: both views' gathered targets (plus a queue, if any); nothing masked."""
-    parts = [bank.pos_all, bank.self_all] + ([queue] if queue is not None and queue.shape[0] else [])
+    parts = [bank.pos_all, bank.self_all] + ([queue] if queue is not None else [])
     return torch.cat(parts, 0)
 
 

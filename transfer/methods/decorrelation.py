@@ -35,7 +35,7 @@ def _pair(v: Views, momentum: bool):
 
 
 def _offdiag(c: torch.Tensor) -> torch.Tensor:
-    n = c.shape[0]
+    n = len(c)
     return c.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
 
 

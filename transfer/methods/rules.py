@@ -108,21 +108,20 @@ def barlow_residual(u_all: Tensor, pos_all: Tensor, lambd: float) -> Tensor:
 
 def embedding_covariance(u_all: Tensor, pos_all: Tensor) -> Tensor:
     """Cross-branch covariance at the scale of the embeddings Garrido et al. exponentiate:
-    ``C = d (U - mean U)^T (Pos - mean Pos) / (N - 1)``.
+    ``C = d (U - mean U)^T Pos / (N - 1)``, the centred cross-covariance (centring one factor
+    centres the product: the centred ``U``'s columns sum to zero).
 
     VICReg's variance term keeps every embedding dimension near unit variance, so the covariance
     the paper's ``exp(C_ij / tau)`` sees has O(1) diagonal. L2-normalised features have per-dimension
     variance ~1/d; multiplying by ``d`` restores the paper's scale (without it, ``C / tau`` is
     ~1/(d tau) and the softmax is uniform: the negative term vanishes)."""
-    d, n = u_all.shape[1], u_all.shape[0]
-    uc = u_all - u_all.mean(0, keepdim=True)
-    pc = pos_all - pos_all.mean(0, keepdim=True)
-    return d * (uc.T @ pc) / (n - 1)
+    d, n = u_all.shape[1], len(u_all)
+    return d * ((u_all - u_all.mean(0)).T @ pos_all) / (n - 1)  # one centred factor centres the product
 
 
 def _offdiag_softmax(c: Tensor, tau: float) -> Tensor:
     """Row-wise ``softmax_{j != i}(c_ij / tau)``."""
-    eye = torch.eye(c.shape[0], dtype=torch.bool, device=c.device)
+    eye = torch.eye(len(c), dtype=torch.bool, device=c.device)
     return torch.softmax((c / tau).masked_fill(eye, float("-inf")), dim=1)
 
 
@@ -136,7 +135,7 @@ def decorrelation_exp_grad(u: Tensor, pos: Tensor, u_all: Tensor, pos_all: Tenso
     :func:`decorrelation_exp_reference`."""
     n_all = u_all.shape[0]
     p = _offdiag_softmax(embedding_covariance(u_all, pos_all), tau)
-    centred = pos - pos_all.mean(0, keepdim=True)
+    centred = pos - pos_all.mean(0)
     return -pos + lambd * n_all / ((n_all - 1) * tau) * centred @ p.T
 
 
@@ -144,7 +143,7 @@ def decorrelation_exp_reference(u_all: Tensor, pos_all: Tensor, lambd: float, ta
     """``-mean_i u_i.pos_i + lambda (1/d) sum_i log sum_{j!=i} exp(C_ij / tau)`` with ``C`` from
     :func:`embedding_covariance` (exact)."""
     c = embedding_covariance(u_all, pos_all)
-    eye = torch.eye(c.shape[0], dtype=torch.bool, device=u_all.device)
+    eye = torch.eye(len(c), dtype=torch.bool, device=u_all.device)
     t = torch.logsumexp((c / tau).masked_fill(eye, float("-inf")), dim=1).mean()
     return -(u_all * pos_all).sum(1).mean() + lambd * t
 
@@ -167,7 +166,7 @@ def directpred_predictor(F: Tensor, eps: float) -> Tuple[Tensor, Tensor, Tensor]
     smax = s.max().clamp(min=1e-12)
     p = (torch.sqrt(s / smax) + eps).clamp(min=1e-4)
     wp = (U * p) @ U.T
-    M = F.double() / smax + eps ** 2 * torch.eye(F.shape[0], dtype=torch.float64, device=F.device)
+    M = F.double() / smax + eps ** 2 * torch.eye(len(F), dtype=torch.float64, device=F.device)
     return wp.to(F.dtype), M.to(F.dtype), smax.to(F.dtype)
 
 
