@@ -62,7 +62,7 @@ from .knn import per_class_accuracy
 from .linear import default_sweep, linear_probe
 from .linear_sgd import train_view
 from .report import write_reports
-from .run import ProbeConfig, _native_size, load_inputs
+from .run import ProbeConfig, _native_size, load_inputs, with_device
 
 PROTOCOL = ("semi-supervised fine-tuning (SimCLR / BYOL): class-balanced labelled subset of train, whole "
             "backbone + linear head, Nesterov SGD, cosine lr, no warm-up, RandomResizedCrop+flip; test top-1")
@@ -410,6 +410,7 @@ def finetune_probe(ckpt: str, data: str, cfg, ft: FinetuneConfig) -> Dict[str, A
     plus the pieces of the report header. ``cfg`` is a :class:`probes.run.ProbeConfig`."""
     ft.check()
     spec = parse_labels(ft.labels)
+    cfg = with_device(cfg)
     source, train_ds, test_ds = load_inputs(ckpt, data, cfg)
     C = len(train_ds.classes)
     labelled, sel = select_labelled(train_ds.labels, spec, cfg.seed, C, train_ds.classes, dataset=train_ds)

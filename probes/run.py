@@ -3,7 +3,7 @@ probes and write the reports. :func:`run_probe` runs one, :func:`run_all` the th
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -75,6 +75,12 @@ def _native_size(ds) -> int:
     if images is not None:
         return int(images.shape[-1])
     return int(getattr(ds, "load_size", 224))
+
+
+def with_device(cfg: ProbeConfig) -> ProbeConfig:
+    """``cfg`` with ``device`` resolved (``auto`` -> ``cuda``/``cpu``; a clear error for an unknown
+    device or CUDA missing): every probe below receives a concrete torch device name."""
+    return replace(cfg, device=str(resolve_device(cfg.device)))
 
 
 def load_inputs(ckpt: str, data: str, cfg: ProbeConfig) -> Tuple[FeatureSource, Any, Any]:
@@ -156,10 +162,10 @@ def run_probes(names: Sequence[str], ckpt: str, data: str, out_dir: Optional[Pat
 
     Returns the report dict (with ``paths`` to the written files when ``out_dir`` is set).
     """
-    cfg = cfg or ProbeConfig()
     bad = [n for n in names if n not in RUNNERS]
     if bad:
         raise UserError(f"unknown probe(s) {bad}; choose from {list(RUNNERS)}")
+    cfg = with_device(cfg or ProbeConfig())
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     ctx = prepare(ckpt, data, cfg)

@@ -79,3 +79,12 @@ def test_own_export_and_arch_mismatch(tmp_path, capsys):
     assert main(["probe", "knn", "--ckpt", str(tmp_path / "bad.safetensors"), "--data", "digits",
                  "--out", str(tmp_path / "o"), "--no-cache"]) == 2
     assert "do not fit" in capsys.readouterr().err
+
+
+def test_device_auto_reaches_every_probe_resolved(tmp_path):
+    """``--device auto`` (the CLI default elsewhere) is resolved once, before any probe: the linear
+    probe and the fine-tuning probe used to pass the string "auto" on to torch and crash."""
+    assert main(["probe", "linear", "--ckpt", "random:small_resnet18:0.125", "--data", "digits", "--out",
+                 str(tmp_path), "--no-cache", "--l2-steps", "4", "--device", "auto"]) == 0
+    rep = json.loads((tmp_path / "linear.json").read_text())
+    assert rep["config"]["device"] in ("cpu", "cuda")

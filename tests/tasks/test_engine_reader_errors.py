@@ -286,3 +286,14 @@ def test_seg_eval_only_poisoned_state(seg, tmp_path, kind):
                 eval_only=True, **seg_tiny())
     one_line(ei, target)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("extra, said", [(["--max-iter", "1", "max_iter=2"], "max_iter given twice"),
+                                         (["device=cpu"], "use --device"), (["out_dir=/tmp/x"], "use --out")])
+def test_run_setting_that_is_an_option_is_one_line(extra, said, capsys):
+    """A ``key=value`` named like one of ``transfer run``'s own options was a TypeError traceback."""
+    from transfer.cli import main
+
+    assert main(["run", "fmnist_det", "--ckpt", "random:small_resnet18:0.25:0", *extra]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err

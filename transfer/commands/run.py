@@ -43,6 +43,11 @@ def list_tasks() -> str:
     return "\n".join(rows) if rows else "no tasks registered"
 
 
+#: run_task's own arguments, given as options (a ``key=value`` of the same name would clash)
+OPTIONS = {"data", "out", "out_dir", "device", "engine", "eval_only", "ckpt"}
+FLAG = {"out_dir": "--out"}
+
+
 def run(args: argparse.Namespace) -> int:
     if args.list or not args.task:
         print(list_tasks())
@@ -52,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
     overrides: Dict[str, Any] = {}
     for o in args.overrides:
         overrides.update(parse_override(o))
+    if args.max_iter is not None and "max_iter" in overrides:
+        raise UserError(f"max_iter given twice (--max-iter {args.max_iter} and max_iter={overrides['max_iter']}); give one")
     max_iter = args.max_iter if args.max_iter is not None else overrides.pop("max_iter", None)
+    for key in sorted(set(overrides) & OPTIONS):
+        raise UserError(f"{key}={overrides[key]!r} is a command option, not a task setting: use {FLAG.get(key, '--' + key.replace('_', '-'))}")
     res = run_task(args.task, args.ckpt, data=args.data, out_dir=args.out, max_iter=max_iter,
                    device=args.device, engine=args.engine, eval_only=args.eval_only, **overrides)
     print(json.dumps(res, indent=1))
