@@ -76,6 +76,12 @@ def test_resume_continues_exactly_and_eval_only_reuses_the_model(tmp_path):
         run_task("shapes_seg", TINY_CKPT, out_dir=str(tmp_path / "c"), eval_only=True, **kw)
     with pytest.raises(UserError, match="belongs to another run"):
         run_task("shapes_seg", "random:small_resnet18:0.125:7", out_dir=str(tmp_path / "b"), **kw)
+    # a finished run is not reused under another schedule or seed (it used to be evaluated as if
+    # trained with the new settings: a shorter --max-iter reported the longer run's model)
+    with pytest.raises(UserError, match="trained with max_iter=4, now max_iter=2"):
+        run_task("shapes_seg", TINY_CKPT, out_dir=str(tmp_path / "b"), **{**kw, "max_iter": 2})
+    with pytest.raises(UserError, match="trained with seed=0, now seed=1"):
+        run_task("shapes_seg", TINY_CKPT, out_dir=str(tmp_path / "b"), seed=1, **kw)
 
 
 def main(argv):

@@ -23,6 +23,7 @@ the same way, so a run resumed from ``train_state.pt`` continues exactly as if u
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -252,6 +253,16 @@ def _norm_stats(meta: Dict[str, Any], settings: Dict[str, Any]):
     return mean, std
 
 
+#: the settings that decide what training produces: a saved state is resumed only under the same ones
+TRAIN_KEYS = ("head", "aux", "aspp_rates", "output_stride", "norm", "max_iter", "lr", "min_lr", "power", "momentum",
+              "weight_decay", "batch_size", "crop_size", "scale", "ratio_range", "seed", "photometric", "aux_weight")
+
+
+def train_settings(settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The :data:`TRAIN_KEYS` part of ``settings``, JSON-normalised (tuples as lists) for comparison."""
+    return json.loads(json.dumps({k: settings.get(k) for k in TRAIN_KEYS}, default=str))
+
+
 def run(job: Job) -> Dict[str, Any]:
     """Train (or resume, or skip with ``eval_only``) and evaluate; returns metrics and run facts
     (the runner adds task/backbone facts and writes the report)."""
@@ -273,6 +284,12 @@ def run(job: Job) -> Dict[str, Any]:
         if st.get("identity") != identity or st.get("head") != settings.get("head"):
             raise UserError(f"{state_path} belongs to another run (backbone {str(st.get('identity'))[:12]}, head "
                             f"{st.get('head')}); pass another --out or delete it")
+        saved, now = st.get("train_settings") or {"max_iter": st.get("max_iter", max_iter)}, train_settings(settings)
+        changed = [k for k in saved if k in now and saved[k] != now[k]]
+        if changed:
+            k = changed[0]
+            raise UserError(f"{state_path} was trained with {k}={saved[k]!r}, now {k}={now[k]!r}; "
+                            f"pass another --out (or delete it) to train under the new settings")
         what = "--eval-only" if eval_only else "resume"
         try:
             model.load_state_dict(st["model"])
@@ -328,7 +345,8 @@ def run(job: Job) -> Dict[str, Any]:
             bar.update(it, loss=losses[-1], lr=lr)
             if (ckpt_every and it % ckpt_every == 0) or it == end:
                 save_state(state_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": it,
-                                        "identity": identity, "head": settings.get("head"), "max_iter": max_iter})
+                                        "identity": identity, "head": settings.get("head"), "max_iter": max_iter,
+                                        "train_settings": train_settings(settings)})
         bar.close()
         start = it
     train_s = time.time() - t0
