@@ -239,7 +239,7 @@ def load_config(recipe: str | None, overrides: List[str] = ()) -> Dict[str, Any]
     for o in overrides:
         _deep_update(ov, parse_override(o))
     m_ov = ov.get("method", {})
-    if isinstance(m_ov, dict) and "name" in m_ov and "params" not in m_ov and isinstance(raw.get("method"), dict) \
+    if isinstance(m_ov, dict) and "name" in m_ov and isinstance(raw.get("method"), dict) \
             and raw["method"].get("name") != m_ov["name"]:
         # another method than the recipe's: the recipe's form, momentum and parameters do not apply
         raw["method"] = {}  # its form, momentum and parameters default to the new method's

@@ -282,3 +282,12 @@ def test_probe_fewshot_refuses_zero_episodes(capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert "--episodes" in err and "positive integer" in err and repr(bad) in err
+
+
+def test_other_method_with_a_parameter_override_drops_the_recipes_parameters():
+    """Switching the method resets the recipe's method section even when a parameter of the new
+    method is also set: the demo recipe's SimCLR ``tau`` used to leak into BYOL's parameters."""
+    from transfer.config import load_config
+
+    m = load_config("demo_fmnist", ["method.name=byol", "method.params.rho=0.9"])["method"]
+    assert m["name"] == "byol" and m["params"] == {"rho": 0.9}

@@ -101,6 +101,14 @@ def test_study_end_to_end_then_reuse(tmp_path, fake_tasks, monkeypatch, capsys):
     assert json.loads((out / "table.json").read_text())["claims"] == t["claims"]
     assert "A person wrote this." in doc.read_text()  # the regenerated page keeps the human reading
 
+    # a transfer record is reused only for the export it was made from (a retrained cell's new export
+    # is fine-tuned again; the fake task never reads the file)
+    f = out / "cells" / "simclr__orig__s0" / "backbone.safetensors"
+    f.write_bytes(f.read_bytes() + b" ")
+    assert main(_argv(out, doc)) == 0
+    det_calls = [c for c in fake_tasks if c[0] == "fmnist_det"]
+    assert len(det_calls) == n_det + 1 and det_calls[-1][1] == str(f)
+
     # a changed setting in the same folder is refused instead of mixing budgets
     assert main(_argv(out, doc, epochs="0.25")) == 2
     assert "another setting" in capsys.readouterr().err

@@ -12,6 +12,7 @@ remain.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import traceback
@@ -130,14 +131,25 @@ class Study:
                     "path": d / "transfer" / f"{t}.json"} for t in self.spec.tasks]
         return ph
 
+    @staticmethod
+    def ckpt_id(p: Dict[str, Any]) -> Optional[str]:
+        """What a transfer phase fine-tunes: the random-init spec, or the sha256 of the cell's export
+        (a cell retrained under the same name gives another one)."""
+        if "ckpt" in p:
+            return p["ckpt"]
+        f = p["dir"] / "backbone.safetensors"
+        return "sha256:" + hashlib.sha256(f.read_bytes()).hexdigest() if f.is_file() else None
+
     def done(self, p: Dict[str, Any]) -> bool:
+        """A record is reused only when it was made from what this phase would run (records from
+        before a key existed are judged on the keys they have)."""
         rec = read_json(p["path"])
         if rec is None or (rec["status"] == "failed" and self.spec.retry_failed):
             return False
         if p["what"] == "transfer":
-            return rec.get("iters") == self.spec.transfer_iters
+            return rec.get("iters") == self.spec.transfer_iters and rec.get("ckpt_id", self.ckpt_id(p)) == self.ckpt_id(p)
         if p["what"] == "probe":
-            return rec.get("ckpt") == p["ckpt"] and rec.get("data") == self.data
+            return rec.get("ckpt") == p["ckpt"] and rec.get("data") == self.data and rec.get("size", self.size) == self.size
         return True  # a cell: its identity is checked up front
 
     def check_setting(self) -> None:
@@ -174,7 +186,8 @@ class Study:
         write_json(path, rec)
 
     def run_probe(self, p: Dict[str, Any]) -> None:
-        rec: Dict[str, Any] = {"cell": p["id"], "ckpt": p["ckpt"], "data": self.data, "seed": p.get("seed")}
+        rec: Dict[str, Any] = {"cell": p["id"], "ckpt": p["ckpt"], "data": self.data, "size": self.size,
+                               "seed": p.get("seed")}
         try:
             self.counts["probed"] += 1
             rec.update(_probes(p["ckpt"], self.data, self.size, p["path"].parent / "probes", self.spec.device),
@@ -187,11 +200,13 @@ class Study:
         ckpt = p.get("ckpt") or str(p["dir"] / "backbone.safetensors")
         if "ckpt" not in p and (read_json(p["dir"] / "cell.json") or {}).get("status") != "ok":
             return "skipped: the cell has no backbone"
-        rec: Dict[str, Any] = {"cell": p["id"], "task": p["task"], "iters": self.spec.transfer_iters, "seed": p["seed"]}
+        rec: Dict[str, Any] = {"cell": p["id"], "task": p["task"], "iters": self.spec.transfer_iters, "seed": p["seed"],
+                               "ckpt_id": self.ckpt_id(p)}
         t = time.time()
         try:
             self.counts["transfer_ran"] += 1
-            rec.update(metrics=run_transfer_task(p["task"], ckpt, p["dir"] / "transfer" / p["task"],
+            # the engine's folder names the schedule: another --transfer-iters trains afresh beside it
+            rec.update(metrics=run_transfer_task(p["task"], ckpt, p["dir"] / "transfer" / f"{p['task']}_{self.spec.transfer_iters}it",
                                                  self.spec.transfer_iters, p["seed"], self.spec.device), status="ok")
         except TaskUnavailable as e:
             self.counts["transfer_skipped"] += 1
