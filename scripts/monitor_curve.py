@@ -10,23 +10,20 @@ that shared its cores with other jobs, the rate measured alone is the honest clo
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from transfer.demo_report import log_records, monitor_curve
+
 
 def read_curve(run_dir: Path) -> List[Dict[str, float]]:
-    """One row per monitor pass: step, epoch, k-NN top-1 and the wall minutes at that step."""
-    times: Dict[int, float] = {}
-    rows: List[Dict[str, float]] = []
-    for line in (run_dir / "log.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "time" in rec:
-            times[int(rec["step"])] = float(rec["time"])
-        if "knn_top1" in rec:
-            rows.append({"step": int(rec["step"]), "epoch": float(rec["epoch"]), "knn": float(rec["knn_top1"]),
-                         "split": rec.get("knn_split", "test")})
-    for r in rows:  # the latest timed step at or before the monitor's
+    """One row per monitor pass (:func:`transfer.demo_report.monitor_curve`): step, epoch, k-NN top-1
+    and the wall minutes at that step (the latest timed step at or before the monitor's)."""
+    log = run_dir / "log.jsonl"
+    times = {int(r["step"]): float(r["time"]) for r in log_records(log) if "time" in r and "step" in r}
+    rows = [{"step": int(r["step"] or 0), "epoch": r["epoch"], "knn": r["knn_top1"], "split": r["split"]}
+            for r in monitor_curve(log)]
+    for r in rows:
         t = [times[s] for s in times if s <= r["step"]]
         r["minutes"] = max(t) / 60 if t else float("nan")
     return rows

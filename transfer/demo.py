@@ -5,7 +5,10 @@ pretrained export beside random init and raw pixels wherever the protocol applie
 
 Every stage writes under ``runs/demo``; rerunning resumes the pretraining from its checkpoint and
 reuses the cached features, so an interrupted demo picks up quickly; ``--stages`` picks stages. Timings are printed per stage and saved with
-the numbers in ``runs/demo/demo_summary.json``.
+the numbers in ``runs/demo/demo_summary.json``. The independent evaluations of a stage (the three
+feature sets of the probes, the four fine-tuning runs of detection, of segmentation) run ``--jobs``
+at a time in single-thread worker processes (:mod:`transfer.parallel`); ``--jobs 1`` runs them in
+turn.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional
 from .checkpoint import atomic_write_text
 from .config import load_config
 from .errors import UserError
+from .parallel import default_jobs, run_parallel
 from .tasks import run_task
 
 STAGES = ["pretrain", "knn", "probe", "finetune", "det", "seg", "zoo", "report"]
@@ -30,8 +34,9 @@ def _say(msg: str) -> None:
 
 class Demo:
     def __init__(self, out: Path, recipe: str = "demo_fmnist", overrides: Optional[List[str]] = None,
-                 device: str = "auto", quick: bool = False) -> None:
+                 device: str = "auto", quick: bool = False, jobs: Optional[int] = None) -> None:
         self.out = out
+        self.jobs = default_jobs() if jobs is None else max(1, int(jobs))
         self.recipe, self.overrides, self.device, self.quick = recipe, list(overrides or []), device, quick
         self.run_dir = out / "pretrain"
         self.summary_path = out / "demo_summary.json"
@@ -68,8 +73,10 @@ class Demo:
         cfg = load_config(self.recipe, self.overrides)
         pc = ProbeConfig(size=cfg["data"]["size"], ks=(20,), device="cpu")
         out: Dict[str, Any] = {}
-        for label, spec in (("ssl", str(self.run_dir)), ("random_init", self._random_spec()), ("raw_pixels", "pixels")):
-            rep = run_probes(["knn"], spec, "fashion_mnist", self.out / "knn" / label, pc, stem="knn")
+        specs = (("ssl", str(self.run_dir)), ("random_init", self._random_spec()), ("raw_pixels", "pixels"))
+        reps = run_parallel([(run_probes, (["knn"], spec, "fashion_mnist", self.out / "knn" / label, pc),
+                              {"stem": "knn"}) for label, spec in specs], self.jobs)
+        for (label, spec), rep in zip(specs, reps):
             out[label] = {"spec": spec, "knn_top1_k20": rep["summary"]["knn_top1_k20"],
                           "top5_k20": rep["probes"]["knn"]["top5"].get(20)}
         _say("  weighted k-NN top-1 on the Fashion-MNIST test set (k=20, T=0.07, 60k bank):")
@@ -84,8 +91,10 @@ class Demo:
         # the linear probe's default sweep, as `transfer probe all` runs it (the README's command)
         pc = ProbeConfig(size=cfg["data"]["size"], episodes=600 if not self.quick else 100)
         res: Dict[str, Any] = {}
-        for label, spec in (("ssl", str(self.run_dir)), ("random_init", self._random_spec()), ("raw_pixels", "pixels")):
-            rep = run_all(spec, "fashion_mnist", self.run_dir / "probes" / label if label == "ssl" else self.out / "probes" / label, pc)
+        specs = (("ssl", str(self.run_dir)), ("random_init", self._random_spec()), ("raw_pixels", "pixels"))
+        reps = run_parallel([(run_all, (spec, "fashion_mnist", self.run_dir / "probes" / label if label == "ssl"
+                                        else self.out / "probes" / label, pc), {}) for label, spec in specs], self.jobs)
+        for (label, spec), rep in zip(specs, reps):
             res[label] = rep["summary"]
             _say(f"  {label:12s} " + "  ".join(f"{k}={v:.2f}" for k, v in rep["summary"].items()
                                                 if isinstance(v, float)))
@@ -105,27 +114,31 @@ class Demo:
                                                       if k.startswith("finetune_") and k.endswith("_top1")))
         return s
 
-    def _task(self, kind: str, task: str, max_iter: Optional[int]) -> Dict[str, Any]:
-        res: Dict[str, Any] = {}
-        for label, spec in (("ssl", str(self.run_dir)), ("random_init", self._random_spec())):
-            out_dir = (self.run_dir / "transfer" / task) if label == "ssl" else (self.out / "transfer" / task / label)
-            r = run_task(task, spec, out_dir=out_dir, max_iter=max_iter, device="cpu")
+    def _tasks(self, kind: str, schedules: Dict[str, Optional[int]]) -> Dict[str, Dict[str, Any]]:
+        """Each task (name -> iterations, None: its default) on the export and on random init, the
+        runs ``--jobs`` at a time; printed and returned per task and backbone."""
+        runs = [(task, label, spec, max_iter) for task, max_iter in schedules.items()
+                for label, spec in (("ssl", str(self.run_dir)), ("random_init", self._random_spec()))]
+        outs = [(self.run_dir / "transfer" / task) if label == "ssl" else (self.out / "transfer" / task / label)
+                for task, label, _, _ in runs]
+        results = run_parallel([(run_task, (task, spec), {"out_dir": out_dir, "max_iter": max_iter, "device": "cpu"})
+                                for (task, _, spec, max_iter), out_dir in zip(runs, outs)], self.jobs)
+        res: Dict[str, Dict[str, Any]] = {task: {} for task in schedules}
+        for (task, label, spec, _), out_dir, r in zip(runs, outs, results):
             if kind == "detection":
                 head = {f"bbox_{k}": r["bbox"][k] for k in ("AP", "AP50", "AP75")}
             else:
                 head = {k: r[k] for k in ("mIoU", "aAcc", "mAcc")}
             head.update(spec=spec, iters=r.get("iters") or r.get("schedule", {}).get("max_iter"), out_dir=str(out_dir))
-            res[label] = head
+            res[task][label] = head
             _say(f"  {task} {label:12s} " + "  ".join(f"{k}={v:.2f}" for k, v in head.items() if isinstance(v, float)))
         return res
 
     def det(self) -> Dict[str, Any]:
-        return {"fmnist_det": self._task("detection", "fmnist_det", 20 if self.quick else None),
-                "trees_det": self._task("detection", "trees_det", 20 if self.quick else 60)}
+        return self._tasks("detection", {"fmnist_det": 20 if self.quick else None, "trees_det": 20 if self.quick else 60})
 
     def seg(self) -> Dict[str, Any]:
-        return {"fmnist_seg": self._task("segmentation", "fmnist_seg", 30 if self.quick else None),
-                "nuclei_seg": self._task("segmentation", "nuclei_seg", 30 if self.quick else None)}
+        return self._tasks("segmentation", {"fmnist_seg": 30 if self.quick else None, "nuclei_seg": 30 if self.quick else None})
 
     def report(self) -> Dict[str, Any]:
         from .demo_report import write_demo_report
@@ -163,13 +176,14 @@ class Demo:
         return self.summary
 
 
-def run_demo(out: str, stages: List[str], recipe: str, overrides: List[str], device: str, quick: bool) -> int:
+def run_demo(out: str, stages: List[str], recipe: str, overrides: List[str], device: str, quick: bool,
+             jobs: Optional[int] = None) -> int:
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise UserError(f"unknown demo stage(s) {bad}; stages: {','.join(STAGES)}")
     from .data.datasets import fashion_mnist
 
     fashion_mnist("test")  # fail early and clearly when the data is not installed
-    Demo(Path(out), recipe, overrides, device, quick).run(stages)
+    Demo(Path(out), recipe, overrides, device, quick, jobs).run(stages)
     sys.stdout.flush()
     return 0

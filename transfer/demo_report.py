@@ -19,19 +19,23 @@ def _result(summary: Dict[str, Any], stage: str) -> Dict[str, Any]:
     return (summary.get(stage) or {}).get("result") or {}
 
 
-def monitor_curve(log: Path) -> List[Dict[str, float]]:
-    """``[{epoch, knn_top1, split}]`` from the run's log.jsonl (the k-NN monitor's lines)."""
-    out: List[Dict[str, float]] = []
-    if not log.exists():
-        return out
-    recs = []
-    for ln in log.read_text().splitlines():
+def log_records(log: Path) -> List[Dict[str, Any]]:
+    """The JSON objects of a run's log.jsonl, in order; a line cut by a kill is skipped."""
+    recs: List[Dict[str, Any]] = []
+    for ln in (log.read_text().splitlines() if log.exists() else []):
         try:
             r = json.loads(ln)
         except json.JSONDecodeError:
-            continue  # a line cut by a kill
+            continue
         if isinstance(r, dict):
             recs.append(r)
+    return recs
+
+
+def monitor_curve(log: Path) -> List[Dict[str, float]]:
+    """``[{epoch, step, knn_top1, split}]`` from the run's log.jsonl (the k-NN monitor's lines)."""
+    out: List[Dict[str, float]] = []
+    recs = log_records(log)
     # steps per epoch from any line that has both (monitor lines of older logs carry only the step)
     spe = next((r["step"] / r["epoch"] for r in recs if r.get("epoch") and r.get("step")), None)
     for r in recs:

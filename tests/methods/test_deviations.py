@@ -260,6 +260,20 @@ def test_loss_form_predictor_is_the_papers_two_layer_mlp(name: str) -> None:
     assert build_method(name, 8, form="grad").build_predictor(8, 5) is None
 
 
+def test_directpred_trained_predictor_baselines() -> None:
+    """DirectPred's baselines (Tian et al., Sec. 6; the study's pred_linear / pred_mlp cells): the
+    loss form with ``predictor=linear`` trains a bias-free d x d linear map, with ``predictor=mlp`` a
+    2-layer MLP (Linear - BN - ReLU - Linear); the analytic predictor and the grad form build none."""
+    lin = build_method("directpred", 8, form="loss", predictor="linear").build_predictor(8, 5)
+    assert isinstance(lin, nn.Linear) and lin.weight.shape == (8, 8) and lin.bias is None
+    two = build_method("directpred", 8, form="loss", predictor="mlp").build_predictor(8, 5)
+    assert [type(m) for m in two] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    assert (two[0].in_features, two[0].out_features, two[3].out_features) == (8, 5, 8)
+    assert build_method("directpred", 8, form="loss").build_predictor(8, 5) is None
+    for p in ("direct", "linear", "mlp"):
+        assert build_method("directpred", 8, form="grad", predictor=p).build_predictor(8, 5) is None
+
+
 def _every_case():
     from transfer.methods import METHODS
 

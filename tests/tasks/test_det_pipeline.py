@@ -14,7 +14,8 @@ pytest.importorskip("pycocotools")
 from transfer.data.detection import write_shapes_coco, write_shapes_voc  # noqa: E402
 from transfer.errors import UserError  # noqa: E402
 from transfer.tasks import TASKS  # noqa: E402
-from transfer.tasks.detection import run_detection, run_task  # noqa: E402
+from transfer.tasks import run_task  # noqa: E402
+from transfer.tasks.detection import run_detection  # noqa: E402
 
 from .det_helpers import tiny, write_fake_deepforest  # noqa: E402
 

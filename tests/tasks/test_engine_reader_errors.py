@@ -25,7 +25,7 @@ from transfer.engines import det_torchvision as tv  # noqa: E402
 from transfer.errors import UserError  # noqa: E402
 from transfer.tasks import TASKS  # noqa: E402
 from transfer.tasks.detection import run_detection  # noqa: E402
-from transfer.tasks.segmentation import run_task as run_seg  # noqa: E402
+from transfer.tasks import run_task as run_seg  # noqa: E402
 
 CKPT = "random:small_resnet18:0.125"
 

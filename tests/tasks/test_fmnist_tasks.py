@@ -72,7 +72,7 @@ def test_fmnist_det_keeps_a_checkpoints_own_normalisation(tmp_path):
                  marks=pytest.mark.skipif(not MM_OK, reason=f"mmsegmentation not importable: {MM_WHY}")),
 ])
 def test_fmnist_seg_runs_on_the_engine(tmp_path, engine, ckpt):
-    from transfer.tasks.segmentation import run_task
+    from transfer.tasks import run_task
 
     torch.set_num_threads(1)
     kw = seg_tiny(crop_size=64, eval_limit=None)

@@ -108,7 +108,7 @@ def test_built_model_carries_our_weights(tmp_path):
 
 @needs_mmseg
 def test_short_run_has_the_embedded_engines_keys(tmp_path):
-    from transfer.tasks.segmentation import run_task
+    from transfer.tasks import run_task
 
     data = shapes(tmp_path / "data", "voc")
     kw = dict(data=str(data), max_iter=2, n_train=4, n_val=3, image_size=40, **tiny())

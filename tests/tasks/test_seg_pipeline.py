@@ -13,7 +13,7 @@ from transfer.data.segmentation.nuclei import stardist_images
 from transfer.engines.seg_embedded import dilate_backbone
 from transfer.errors import UserError
 from transfer.tasks import TASKS
-from transfer.tasks.segmentation import run_task
+from transfer.tasks import run_task
 
 KEYS = {"task", "engine", "ckpt", "mIoU", "aAcc", "mAcc", "per_class_iou", "per_class_acc", "pixels", "iters",
         "max_iter", "num_val_images", "settings", "report", "results_file"}

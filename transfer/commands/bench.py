@@ -1,4 +1,5 @@
-"""``transfer bench {trainer,probes}``: speed as ratios measured inside one process.
+"""``transfer bench {trainer,probes,methods}``: speed as ratios measured inside one process, and
+the methods study (``methods``: :mod:`transfer.study`, the fair comparison of issue 15).
 
 ``trainer``: the trainer's full step (schedules, momentum update, rule, NaN guard, optimiser)
 on pre-loaded batches, against the bare compute floor of the same model and batch -- online
@@ -138,7 +139,6 @@ def run_trainer(args: argparse.Namespace) -> int:
 
 
 def run_probes(args: argparse.Namespace) -> int:
-
     print(format_bench(bench_probes(n_train=args.n_train, n_test=args.n_test, dim=args.dim)))
     return 0
 
@@ -191,17 +191,14 @@ def _methods_command(args: argparse.Namespace) -> str:
 
 
 def methods_spec(args: argparse.Namespace):
-
     b = BUDGETS[args.budget]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
     bad = [v for v in variants or [] if v not in VARIANTS]
     if bad:
         raise UserError(f"--variants: unknown {bad[0]!r}; choose from {', '.join(VARIANTS)}")
     tasks = [] if args.tasks in ("", "none") else [t.strip() for t in args.tasks.split(",") if t.strip()]
-    if tasks:
-
-        for t in tasks:
-            TASKS.get(t)  # a clear error for an unknown task
+    for t in tasks:
+        TASKS.get(t)  # a clear error for an unknown task
     spec = StudySpec(out=args.out or f"runs/study/{args.budget}", methods=parse_methods(args.methods), recipe=b.recipe,
                      epochs=b.epochs if args.epochs is None else args.epochs,
                      seeds=b.seeds if args.seeds is None else args.seeds,
@@ -218,7 +215,6 @@ def methods_spec(args: argparse.Namespace):
 def run_methods(args: argparse.Namespace) -> int:
     spec = methods_spec(args)
     if args.dry_run:
-
         cells = plan_cells(spec.methods, spec.seeds, spec.variants)
         cfg = cell_config(spec.recipe, spec.epochs, spec.overrides, spec.out, cells[0])
         n_train = len(build_dataset(cfg["data"]["name"], "train", cfg["data"]["root"]))

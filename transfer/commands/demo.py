@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", default="demo_fmnist", help="pretraining recipe (name or YAML path)")
     p.add_argument("--quick", action="store_true", help="shorter probe sweeps and transfer schedules")
     p.add_argument("--device", default="auto")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="independent evaluations run side by side in single-thread workers (default 2 on >= 2 cores; 1: in turn)")
     p.add_argument("overrides", nargs="*", help="pretraining overrides, key=value")
     p.set_defaults(func=lambda a: run_demo(a.out, [s for s in a.stages.split(",") if s], a.recipe,
-                                           a.overrides, a.device, a.quick))
+                                           a.overrides, a.device, a.quick, a.jobs))

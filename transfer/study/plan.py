@@ -143,7 +143,6 @@ def plan_cells(methods: Sequence[str], seeds: int, variants: Optional[Sequence[s
 
 
 def parse_methods(text: Optional[str]) -> List[str]:
-
     if not text or text == "all":
         return METHODS.names()
     out = [m.strip() for m in text.split(",") if m.strip()]

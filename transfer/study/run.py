@@ -170,7 +170,6 @@ class Study:
 
     # ------------------------------------------------------------------ phases
     def run_cell(self, c: Cell, path: Path) -> None:
-
         cfg = self.cfgs[c.cell_id]
         rec: Dict[str, Any] = {**asdict(c), "cell": c.cell_id, "identity": _identity(cfg), "data": self.data}
         t = time.time()

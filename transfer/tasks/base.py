@@ -14,6 +14,7 @@ splits -> engine -> results and report; every engine of a kind returns the same 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..errors import TaskUnavailable, UserError
 from ..registry import Registry
+from ..sources import FeatureSource, load_source
 from ..suggest import did_you_mean
 
 
@@ -84,6 +86,19 @@ class Task:
             return self.find_data(data)
         p = Path(data).expanduser() if data else data_root() / self.data_dir
         return p if p.exists() else None
+
+
+def resolve_backbone(task: Task, ckpt: Any, settings: Dict[str, Any]) -> FeatureSource:
+    """The backbone a task fine-tunes (any ``--ckpt`` form, or a resolved source); raw pixels are
+    refused; a backbone without normalisation statistics (random init) gets the task's
+    ``default_mean`` / ``default_std`` when it has them. Shared by every kind's runner."""
+    src = ckpt if isinstance(ckpt, FeatureSource) else load_source(str(ckpt))
+    if src.backbone is None:
+        raise UserError(f"--ckpt {src.spec!r}: {task.name} fine-tunes a backbone (a checkpoint or random:ARCH), "
+                        f"not raw pixels")
+    if settings.get("default_mean") and not src.meta.get("mean"):
+        src = dataclasses.replace(src, meta={**src.meta, "mean": settings["default_mean"], "std": settings["default_std"]})
+    return src
 
 
 TASKS: Registry[Task] = Registry("task")

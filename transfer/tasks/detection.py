@@ -26,7 +26,6 @@ Each task registers its own split loader (``_coco_splits``, ``_voc_splits``, ...
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -39,8 +38,7 @@ from ..data.detection.fmnist_coco import read_fmnist_det
 from ..engines import Job, select_engine
 from ..engines.det_report import write_report
 from ..errors import UserError
-from ..sources import FeatureSource, load_source
-from .base import SplitLoader, Splits, Task, data_root, register_task, run_task  # noqa: F401  (run_task: old name)
+from .base import SplitLoader, Splits, Task, data_root, register_task, resolve_backbone
 
 # Settings every detection task has (detectron2's defaults where it has one); tasks override.
 COMMON: Dict[str, Any] = {
@@ -202,11 +200,7 @@ def run_detection(task: Task, ckpt, engine: str, data, out_dir, settings: Dict[s
     """The runner every detection task registers: data -> engine -> metrics -> results.json + report."""
     out_dir = Path(out_dir)
     s = scale_schedule(task, settings)
-    source = ckpt if isinstance(ckpt, FeatureSource) else load_source(str(ckpt))
-    if source.backbone is None:
-        raise UserError(f"--ckpt {source.spec!r}: detection needs a backbone checkpoint (or random:ARCH), not raw pixels")
-    if s.get("default_mean") and not source.meta.get("mean"):  # random init: the task's data statistics
-        source = dataclasses.replace(source, meta={**source.meta, "mean": s["default_mean"], "std": s["default_std"]})
+    source = resolve_backbone(task, ckpt, s)
     eng = select_engine(task, engine, source.backbone.arch_dict())
     out_dir.mkdir(parents=True, exist_ok=True)
     sp = task.load_splits(Path(data), s, out_dir, log)

@@ -21,7 +21,6 @@ function, kept for callers of the old name).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -42,8 +41,7 @@ from ..data.segmentation.nuclei import find_nuclei
 from ..data.segmentation.shapes import CLASSES, write_shapes
 from ..engines import Job, select_engine
 from ..errors import UserError
-from ..sources import FeatureSource, load_source
-from .base import SplitLoader, Splits, Task, data_root, register_task, run_task  # noqa: F401  (run_task: old name)
+from .base import SplitLoader, Splits, Task, data_root, register_task, resolve_backbone
 from .seg_report import write_report
 
 # ----------------------------------------------------------------------------- settings
@@ -147,17 +145,13 @@ def runner(*, task: Task, ckpt: Any, engine: str, data: Path, out_dir: Path, set
            eval_only: bool = False, device: str = "auto") -> Dict[str, Any]:
     """The runner every segmentation task registers: backbone, splits and engine; train/evaluate;
     write results and report."""
-    src = ckpt if isinstance(ckpt, FeatureSource) else load_source(str(ckpt))
-    if src.backbone is None:
-        raise UserError(f"--ckpt {src.spec!r}: segmentation needs a backbone (not 'pixels')")
-    if settings.get("default_mean") and not src.meta.get("mean"):  # random init: the task's data statistics
-        src = dataclasses.replace(src, meta={**src.meta, "mean": settings["default_mean"], "std": settings["default_std"]})
+    src = resolve_backbone(task, ckpt, settings)
     for k in ("max_iter", "batch_size", "crop_size"):
         if not isinstance(settings.get(k), int) or settings[k] < 1:
             raise UserError(f"setting {k} must be a positive integer, got {settings.get(k)!r}")
     out_dir = Path(out_dir)
     sp = task.load_splits(Path(data), settings, out_dir, print)
-    eng = select_engine(task, engine, dict(src.meta.get("arch") or src.backbone.arch_dict()))
+    eng = select_engine(task, engine, src.backbone.arch_dict())
     out_dir.mkdir(parents=True, exist_ok=True)
     res = eng.run(Job(task=task, source=src, train=sp.train, test=sp.test, data=Path(data), settings=settings,
                       out_dir=out_dir, eval_only=eval_only, device=device))
