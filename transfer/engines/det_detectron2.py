@@ -32,7 +32,7 @@ from transfer.errors import UserError
 from ..checkpoint import atomic_write_text
 from .base import Engine, Job, no_small_stem, register_engine
 from .det_eval import evaluate, to_coco_dets
-from .det_torchvision import resolve_mean_std
+from .norm import resolve_mean_std
 
 
 def _where(e: BaseException) -> str:

@@ -53,6 +53,7 @@ from transfer.progress import Progress
 
 from .base import Engine, Job, register_engine
 from .det_eval import evaluate, to_coco_dets
+from .norm import resolve_mean_std
 
 STAGES = ("stem", "res2", "res3", "res4", "res5")
 
@@ -160,17 +161,6 @@ class Res5Head(nn.Module):
     def forward(self, x):
         x = self.norm(self.res5(x))
         return x.mean(dim=(2, 3)) if self.flatten else x
-
-
-def resolve_mean_std(meta: Dict[str, Any]):
-    """The checkpoint's normalisation (0-1 or 0-255 scale) or ImageNet's, as 0-1 scale lists."""
-    mean, std = meta.get("mean"), meta.get("std")
-    if isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple)) and len(mean) == 3 and len(std) == 3:
-        scale = 255.0 if max(float(v) for v in mean) > 1.5 else 1.0
-        return [float(v) / scale for v in mean], [float(v) / scale for v in std], "checkpoint"
-    if isinstance(mean, (list, tuple)) and len(mean) == 1 and isinstance(std, (list, tuple)) and len(std) == 1:
-        return [float(mean[0])] * 3, [float(std[0])] * 3, "checkpoint (grey)"
-    return list(IMAGENET_MEAN), list(IMAGENET_STD), "imagenet"
 
 
 def build_model(backbone, num_classes: int, s: Dict[str, Any], meta: Optional[Dict[str, Any]] = None):

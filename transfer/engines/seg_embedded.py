@@ -43,6 +43,7 @@ from ..devices import resolve_device
 from ..errors import UserError
 from ..progress import Progress
 from .base import Engine, Job, register_engine
+from .norm import resolve_mean_std
 from .seg_metrics import IGNORE_INDEX, ConfusionMatrix
 
 STATE_FILE = "train_state.pt"
@@ -245,12 +246,10 @@ def poly_lr(it: int, max_iter: int, lr0: float, min_lr: float, power: float) -> 
 
 
 def _norm_stats(meta: Dict[str, Any], settings: Dict[str, Any]):
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
-    if settings.get("norm", "ckpt") == "ckpt" and meta.get("mean") and meta.get("std"):
-        mean, std = tuple(float(v) for v in meta["mean"]), tuple(float(v) for v in meta["std"])
-    if len(mean) == 1:
-        mean, std = mean * 3, std * 3
-    return mean, std
+    """:func:`transfer.engines.norm.resolve_mean_std` of the checkpoint (``norm: ckpt``, the default)
+    or ImageNet's (any other ``norm``)."""
+    mean, std, _ = resolve_mean_std(meta if settings.get("norm", "ckpt") == "ckpt" else {})
+    return tuple(mean), tuple(std)
 
 
 #: the settings that decide what training produces: a saved state is resumed only under the same ones
