@@ -21,7 +21,14 @@ from .readers import describe, read_checkpoint
 from .report import ConversionReport
 from .writers import WRITERS
 
-READERS = [layout.name for layout in LAYOUTS]
+
+
+def __getattr__(name: str):
+    """``READERS``: the names of the readable checkpoint layouts, computed on access so that a
+    layout registered later (``formats.register_layout``) is listed too."""
+    if name == "READERS":
+        return [layout.name for layout in LAYOUTS]
+    raise AttributeError(f"module 'converters' has no attribute {name!r}")
 
 __all__ = [
     "ConversionReport", "LAYOUTS", "READERS", "WRITERS", "convert", "deduce_arch", "describe",

@@ -193,6 +193,8 @@ def _methods_command(args: argparse.Namespace) -> str:
 def methods_spec(args: argparse.Namespace):
     b = BUDGETS[args.budget]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+    if variants == []:
+        raise UserError(f"--variants {args.variants!r}: no variant given; choose from {', '.join(VARIANTS)}")
     bad = [v for v in variants or [] if v not in VARIANTS]
     if bad:
         raise UserError(f"--variants: unknown {bad[0]!r}; choose from {', '.join(VARIANTS)}")
