@@ -11,7 +11,10 @@ Two files per run:
 """
 from __future__ import annotations
 
+import fcntl
+import functools
 import hashlib
+import inspect
 import json
 import os
 import subprocess
@@ -67,6 +70,29 @@ def stamp_matches(stamp: Path, params: Dict[str, Any], outputs) -> bool:
         return json.loads(Path(stamp).read_text()) == params
     except json.JSONDecodeError:
         return False
+
+
+def exclusive_build(folder_arg: str):
+    """Decorator for a writer of a generated folder (scenes, tiles): it runs under an exclusive
+    ``flock`` on ``<folder>/.write.lock``, so processes that ask for the same folder at once (the
+    demo's parallel fine-tuning runs on a fresh machine) wait for the first to finish it, then find
+    its stamp, instead of rewriting files another is reading. ``folder_arg`` names the writer's
+    folder parameter."""
+
+    def deco(fn):
+        sig = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            folder = Path(sig.bind(*args, **kwargs).arguments[folder_arg])
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / ".write.lock", "a") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return deco
 
 
 STATE_DIGEST_KEY = "state_sha256"

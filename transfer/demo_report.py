@@ -74,7 +74,7 @@ def _classification_section(summary: Dict[str, Any]) -> Section:
     ftkey = {"ssl": "finetune_pretrained_top1", "random_init": "finetune_random_top1", "raw_pixels": "finetune_pixels_top1"}
     for key, label in ROWS:
         p = probe.get(key) or {}
-        s.rows.append([label, _f((knn.get(key) or {}).get("knn_top1_k20")), _f(p.get("linear_top1")),
+        s.rows.append([label, _f((knn.get(key) or {}).get("knn_top1_k20", p.get("knn_top1_k20"))), _f(p.get("linear_top1")),
                        _f(p.get("fewshot_5way_1shot_proto")), _f(p.get("fewshot_5way_5shot_proto")),
                        _f(ft.get(ftkey[key]))])
     return s

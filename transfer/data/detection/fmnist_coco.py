@@ -24,7 +24,7 @@ from typing import Dict, Optional
 import numpy as np
 from PIL import Image
 
-from transfer.checkpoint import atomic_write_text, stamp_matches
+from transfer.checkpoint import atomic_write_text, exclusive_build, stamp_matches
 from transfer.data.datasets import FASHION_CLASSES
 from transfer.errors import UserError
 
@@ -49,6 +49,7 @@ def coco_annotations(scene, image_id: int, first_ann_id: int):
     return out
 
 
+@exclusive_build("root")
 def write_fmnist_coco(root, counts: Dict[str, int], spec: SceneSpec, fmnist_root: Optional[str] = None) -> Dict[str, Path]:
     """Write (or reuse) the scenes; returns ``{split: json path}``."""
     root = Path(root)

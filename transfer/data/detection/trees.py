@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 import numpy as np
 from PIL import Image
 
-from transfer.checkpoint import atomic_write_text, stamp_matches
+from transfer.checkpoint import atomic_write_text, exclusive_build, stamp_matches
 from transfer.errors import UserError
 
 from .records import clean_box
@@ -48,6 +48,7 @@ def _tile_starts(n: int, tile: int) -> List[int]:
     return sorted({min(i * tile, n - tile) for i in range(k)})
 
 
+@exclusive_build("out")
 def write_tree_tiles(src: Path, out: Path, tile: int = 400, holdout: str = "OSBS_029",
                      min_visible: float = 0.5) -> Dict[str, Path]:
     """Tile the source images into ``out/{train,test}/*.png`` + ``out/annotations/instances_{split}.json``

@@ -20,7 +20,7 @@ from typing import Dict, Optional
 
 from PIL import Image
 
-from transfer.checkpoint import atomic_write_text, stamp_matches
+from transfer.checkpoint import atomic_write_text, exclusive_build, stamp_matches
 from transfer.data.datasets import FASHION_CLASSES
 from transfer.errors import UserError
 
@@ -32,6 +32,7 @@ CLASSES = ["background"] + list(FASHION_CLASSES)
 STAMP = "scenes.json"
 
 
+@exclusive_build("root")
 def write_fmnist_voc(root, counts: Dict[str, int], spec: SceneSpec, fmnist_root: Optional[str] = None) -> Path:
     """Write (or reuse) the scenes under ``root``; returns ``root``."""
     root = Path(root)
