@@ -78,8 +78,7 @@ class Demo:
         cfg = load_config(self.recipe, self.overrides)
         pc = ProbeConfig(size=cfg["data"]["size"], ks=(20,), device="cpu")
         out: Dict[str, Any] = {}
-        specs = (("ssl", str(self.run_dir)), ("random_init", self._random_spec()), ("raw_pixels", "pixels"))
-        for label, spec in specs:
+        for label, spec in (("ssl", str(self.run_dir)), ("random_init", self._random_spec()), ("raw_pixels", "pixels")):
             rep = run_probes(["knn"], spec, "fashion_mnist", self.out / "knn" / label, pc, stem="knn")
             out[label] = {"spec": spec, "knn_top1_k20": rep["summary"]["knn_top1_k20"],
                           "top5_k20": rep["probes"]["knn"]["top5"].get(20)}
@@ -95,8 +94,7 @@ class Demo:
         # the linear probe's default sweep, as `transfer probe all` runs it (the README's command)
         pc = ProbeConfig(size=cfg["data"]["size"], episodes=600 if not self.quick else 100)
         res: Dict[str, Any] = {}
-        specs = (("ssl", str(self.run_dir)), ("random_init", self._random_spec()), ("raw_pixels", "pixels"))
-        for label, spec in specs:
+        for label, spec in (("ssl", str(self.run_dir)), ("random_init", self._random_spec()), ("raw_pixels", "pixels")):
             rep = run_all(spec, "fashion_mnist", self.run_dir / "probes" / label if label == "ssl" else self.out / "probes" / label, pc)
             res[label] = rep["summary"]
             _say(f"  {label:12s} " + "  ".join(f"{k}={v:.2f}" for k, v in rep["summary"].items()
