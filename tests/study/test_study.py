@@ -47,6 +47,7 @@ def test_study_end_to_end_then_reuse(tmp_path, fake_tasks, monkeypatch, capsys):
     assert main(_argv(out, doc) + ["--max-minutes", "0"]) == 0
     assert _inv(out)["trained"] == 0 and _inv(out)["left"] == 12 + 1 + 2 * (1 + 2 * 2 + 2)  # cells, baselines, transfer
     assert "12 of 12 cells and 27 of 27 phases" in capsys.readouterr().out and _inv(out)["cells_left"] == 12
+    assert _inv(out)["finished"] is True  # rewritten after every phase: a killed invocation says finished: false
 
     assert main(_argv(out, doc)) == 0
     first = _inv(out)

@@ -228,6 +228,16 @@ class Study:
                  f"{len(todo)} to run, {self.counts['reused']} reused; out {self.out}")
         skipped: List[str] = []
         left = cells_left = 0
+        earlier = (read_json(self.out / "study.json") or {}).get("invocations", [])
+
+        def record(left: int, cells_left: int, finished: bool) -> List[Dict[str, Any]]:
+            """This invocation's line in study.json, rewritten after every phase so that a killed
+            invocation still counts its wall time and work (``finished: false``)."""
+            invs = earlier + [{"wall_s": round(time.time() - t0, 1), "left": left, "cells_left": cells_left,
+                               "finished": finished, **self.counts}]
+            write_json(self.out / "study.json", {"invocations": invs})
+            return invs
+
         for i, p in enumerate(todo):
             if time.time() - t0 > self.spec.max_minutes * 60:
                 left, cells_left = len(todo) - i, sum(q["what"] == "cell" for q in todo[i:])
@@ -243,17 +253,15 @@ class Study:
                 if note.startswith("skipped"):
                     skipped.append(f"{p['id']} {p['task']}: {note}")
             self.log(f"[{i + 1}/{len(todo)}] {p['what']} {p['id']}{' ' + p['task'] if 'task' in p else ''}: {note}")
-        wall = round(time.time() - t0, 1)
-        study = read_json(self.out / "study.json") or {}
-        study["invocations"] = study.get("invocations", []) + [{"wall_s": wall, "left": left, "cells_left": cells_left,
-                                                             **self.counts}]
-        write_json(self.out / "study.json", study)
+            record(len(todo) - i - 1, sum(q["what"] == "cell" for q in todo[i + 1:]), False)
+        invocations = record(left, cells_left, True)
+        wall = invocations[-1]["wall_s"]
         if left:
             self.log(f"transfer bench methods: stopped after {self.spec.max_minutes:g} min: {cells_left} of "
                      f"{len(self.cells)} cells and {left} of {len(phases)} phases (cells, probes, transfer runs) "
                      f"remain; rerun the same command to resume")
         return {"left": left, "counts": dict(self.counts), "skipped": skipped, "wall_s": wall,
-                "invocations": study["invocations"], "records": self.records()}
+                "invocations": invocations, "records": self.records()}
 
     def records(self) -> Dict[str, Any]:
         """Everything measured so far: cells, baselines and transfer records, read back from disk."""
