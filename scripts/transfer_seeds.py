@@ -15,6 +15,7 @@ baseline is fixed (its spec's seed); only the fine-tuning seed varies, as for th
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import subprocess
@@ -44,11 +45,17 @@ def run_facts(res: Dict[str, Any]) -> Dict[str, Any]:
             "seed": (res.get("settings") or {}).get("seed", (res.get("model") or {}).get("seed"))}
 
 
+@functools.lru_cache(maxsize=None)
+def weights_identity(spec: str) -> str:
+    """The sha256 of ``spec``'s weights, loaded once per spec (not once per seed)."""
+    return load_source(spec).identity
+
+
 def wanted(task: str, spec: str, seed: int, extra: List[str]) -> Dict[str, Any]:
     over: Dict[str, Any] = {}
     for o in extra:
         over.update(parse_override(o))
-    return {"weights_sha256": load_source(spec).identity,
+    return {"weights_sha256": weights_identity(spec),
             "max_iter": int(over.get("max_iter", TASKS.get(task).settings["max_iter"])), "seed": seed}
 
 

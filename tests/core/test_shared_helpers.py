@@ -49,11 +49,11 @@ def test_one_normalisation_rule_for_detection_and_segmentation():
     """Both kinds read a checkpoint's mean/std the same way (0-255 scale and grey included); the
     segmentation engine used to take a 0-255 mean as is."""
     from transfer.engines.norm import resolve_mean_std
-    from transfer.engines.seg_embedded import _norm_stats
+    from transfer.engines.seg_embedded import norm_stats
 
     m255 = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
     mean, std, where = resolve_mean_std(m255)
     assert where == "checkpoint" and abs(mean[0] - 0.485) < 1e-6 and abs(std[2] - 0.225) < 1e-6
-    assert _norm_stats(m255, {}) == (tuple(mean), tuple(std))
+    assert norm_stats(m255, {}) == (tuple(mean), tuple(std))
     assert resolve_mean_std({"mean": [0.286], "std": [0.353]}) == ([0.286] * 3, [0.353] * 3, "checkpoint (grey)")
-    assert resolve_mean_std({})[2] == "imagenet" and _norm_stats(m255, {"norm": "imagenet"}) == tuple(map(tuple, resolve_mean_std({})[:2]))
+    assert resolve_mean_std({})[2] == "imagenet" and norm_stats(m255, {"norm": "imagenet"}) == tuple(map(tuple, resolve_mean_std({})[:2]))

@@ -245,7 +245,7 @@ def poly_lr(it: int, max_iter: int, lr0: float, min_lr: float, power: float) -> 
     return (lr0 - min_lr) * (1 - it / max(1, max_iter)) ** power + min_lr
 
 
-def _norm_stats(meta: Dict[str, Any], settings: Dict[str, Any]):
+def norm_stats(meta: Dict[str, Any], settings: Dict[str, Any]):
     """:func:`transfer.engines.norm.resolve_mean_std` of the checkpoint (``norm: ckpt``, the default)
     or ImageNet's (any other ``norm``)."""
     mean, std, _ = resolve_mean_std(meta if settings.get("norm", "ckpt") == "ckpt" else {})
@@ -271,7 +271,7 @@ def run(job: Job) -> Dict[str, Any]:
     dev = resolve_device(device)
     num_classes = train_ds.num_classes
     model = build_model(backbone, settings, num_classes).to(dev)
-    mean, std = _norm_stats(meta, settings)
+    mean, std = norm_stats(meta, settings)
     max_iter = int(settings["max_iter"])
     lr0, min_lr, power = float(settings["lr"]), float(settings["min_lr"]), float(settings["power"])
     opt = torch.optim.SGD(model.parameters(), lr=lr0, momentum=float(settings["momentum"]),

@@ -45,7 +45,7 @@ from ..checkpoint import atomic_write
 from ..data.segmentation.layouts import ade_root, voc_root
 from ..errors import UserError
 from .base import Engine, Job, no_small_stem, register_engine
-from .seg_embedded import _norm_stats
+from .seg_embedded import norm_stats
 from .seg_metrics import IGNORE_INDEX, metrics_from_areas
 
 FINAL_WEIGHTS = "model_final.pth"
@@ -331,7 +331,7 @@ def run(job: Job) -> Dict[str, Any]:
     paths = writer.save(weights, converted, {"arch": arch})
     fragment = read_fragment(paths[1]) if len(paths) > 1 else None
     prepared = prepare_generic(train_ds, val_ds, work / "data") if mm_layout == "generic" else None
-    mean, std = _norm_stats(source.meta, settings)
+    mean, std = norm_stats(source.meta, settings)
     h, w = train_ds[0][1].shape
     cfg_dict = build_config(arch=arch, weights=str(weights), fragment=fragment, classes=list(train_ds.classes),
                             mm_layout=mm_layout, data=Path(data), prepared=prepared, settings=settings, work_dir=work,
