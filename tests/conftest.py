@@ -20,6 +20,7 @@ def tiny_overrides(tmp: Path, name: str = "t", **extra) -> List[str]:
         "model.width": 0.125, "model.proj_hidden": 64, "model.proj_dim": 32, "model.pred_hidden": 16,
         "optim.batch_size": 32, "optim.epochs": 1, "optim.max_steps": 3, "optim.warmup_epochs": 0.1,
         "train.ckpt_every": 2, "train.knn_every": 0, "train.progress": False, "train.log_every": 1,
+        "train.amp": False,  # fp32 on every machine (auto is bf16 on AMX CPUs); test_amp.py trains in bf16
     }
     o.update(extra)
     return [f"{k}={v}" for k, v in o.items()]

@@ -67,7 +67,7 @@ DEFAULTS: Dict[str, Any] = {
     },
     "ema": {"base": 0.996, "end": 1.0},
     "train": {
-        "amp": "auto",  # auto: bf16 on GPU, off on CPU
+        "amp": "auto",  # auto: bf16 on a GPU with bf16 and on a CPU with AMX, else fp32 (devices.bf16_native)
         "channels_last": "auto",
         "ckpt_every": 500,  # steps; also at every epoch end
         "log_every": 10,

@@ -1,5 +1,6 @@
 """The one ``--device`` resolution: ``auto`` -> CUDA when there is one, else the CPU; anything else
-must be a torch device that exists here."""
+must be a torch device that exists here. And whether bf16 autocast pays off on a device
+(``train.amp: auto``)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -21,3 +22,17 @@ def resolve_device(device: Optional[str]) -> torch.device:
     if d.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {device}: CUDA is not available on this machine")
     return d
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether ``train.amp: auto`` trains in bf16 autocast on ``device``: on CUDA where the GPU has
+    bf16; on the CPU where it has AMX tiles (Intel Sapphire Rapids and later), whose bf16 matmuls
+    and convolutions oneDNN uses. Measured on a 2-core AMX Xeon: the demo's SimCLR step 1.65x
+    faster than fp32, with the same k-NN monitor (README, "bf16 on the CPU"). CPUs without AMX
+    emulate or half-support bf16 and stay in fp32."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x: absent -> fp32
+        return bool(probe()) if probe is not None else False
+    return False

@@ -25,7 +25,7 @@ from . import dist as tdist
 from .backbones import arch_name, build_backbone
 from .checkpoint import atomic_write_text, export_backbone, load_state, save_state, weights_sha256
 from .data import AugmentConfig, StepBatches, TwoViewAugment, build_dataset, iterate_batches
-from .devices import resolve_device
+from .devices import bf16_native, resolve_device
 from .errors import UserError
 from .knn_monitor import knn_eval, knn_eval_val
 from .methods import Views, build_method
@@ -70,6 +70,17 @@ def setup_distributed(device: Optional[str] = None) -> torch.device:
 # settings a resumed run may change (train.* is never compared): they do not change what a step computes
 RESUME_MAY_CHANGE = ("optim.max_steps", "data.workers", "data.root")
 IDENTITY_SECTIONS = ("seed", "method", "model", "data", "optim", "ema")
+
+
+def train_precision(cfg: Dict[str, Any], device: torch.device) -> str:
+    """What a run of ``cfg`` trains in on ``device``: ``bf16-autocast`` (``train.amp``: true, or auto
+    where :func:`~transfer.devices.bf16_native`), else its ``train.dtype`` (float32 / float64;
+    autocast applies to float32 runs only)."""
+    t = cfg["train"]
+    dtype = "float64" if t.get("dtype") == "float64" else "float32"
+    amp = t.get("amp", "auto")
+    on = amp is True or (amp == "auto" and bf16_native(device))
+    return "bf16-autocast" if on and dtype == "float32" else dtype
 
 
 def run_identity(cfg: Dict[str, Any]) -> Dict[str, Any]:
@@ -125,7 +136,8 @@ class Trainer:
         self.dtype = torch.float64 if t.dtype == "float64" else torch.float32
         self.model.to(self.device, self.dtype)
         self.method.to(self.device, self.dtype)
-        self.amp = ((t.amp == "auto" and self.device.type == "cuda") or t.amp is True) and self.dtype == torch.float32
+        self.precision = train_precision(self.cfg, self.device)
+        self.amp = self.precision == "bf16-autocast"
         self.channels_last = (t.channels_last == "auto" and self.device.type == "cuda") or t.channels_last is True
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -222,7 +234,7 @@ class Trainer:
                 "steps": self.step, "images_seen": self.step * self.global_batch,
                 "epochs": round(self.step / self.steps_per_epoch, 4), "dataset": self.c.data.name,
                 "input_size": self.size, "mean": list(self.train_set.mean), "std": list(self.train_set.std),
-                "knn_top1": self.last_knn, "knn_split": self.c.train.knn_split,
+                "knn_top1": self.last_knn, "knn_split": self.c.train.knn_split, "precision": self.precision,
             })
         return path
 
@@ -301,7 +313,8 @@ class Trainer:
                     t1, t2 = self.model.momentum(x1), self.model.momentum(x2)
                 else:
                     t1, t2 = z1.detach(), z2.detach()
-        loss, stats = self.method(Views(z1, z2, t1, t2, p1, p2), s)
+        # the loss and its rule state in fp32 (under autocast the projections come out in bf16)
+        loss, stats = self.method(Views(*(v if v is None else v.float() for v in (z1, z2, t1, t2, p1, p2))), s)
         if tdist.any_rank(not bool(torch.isfinite(loss)), self.device):
             raise NonFiniteLoss(f"non-finite loss {float(loss)} at step {s}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -412,7 +425,8 @@ class Trainer:
             self.export()
         if self.tb is not None:
             self.tb.close()
-        return {"run_dir": str(self.run_dir), "step": self.step, "knn_top1": self.last_knn, **last}
+        return {"run_dir": str(self.run_dir), "step": self.step, "knn_top1": self.last_knn, "precision": self.precision,
+                **last}
 
     def close(self) -> None:
         if tdist.is_dist():

@@ -114,6 +114,20 @@ def test_study_end_to_end_then_reuse(tmp_path, fake_tasks, monkeypatch, capsys):
     assert main(_argv(out, doc, epochs="0.25")) == 2
     assert "another setting" in capsys.readouterr().err
 
+    # ... and so is another precision (bf16 autocast where train.amp resolves so, else float32)
+    cell = out / "cells" / "simclr__orig__s0" / "cell.json"
+    was = json.loads(cell.read_text())["precision"]
+    assert was in ("bf16-autocast", "float32")
+    other = "false" if was == "bf16-autocast" else "true"
+    assert main(_argv(out, doc) + ["--set", f"train.amp={other}"]) == 2
+    assert f"trained in {was}" in capsys.readouterr().err
+    assert f"trained in {was} (`train.amp`)" in doc.read_text()  # the page states the precision
+    # records from before the key were trained in float32
+    for c in out.glob("cells/*/cell.json"):
+        c.write_text(json.dumps({k: v for k, v in json.loads(c.read_text()).items() if k != "precision"}))
+    assert main(_argv(out, doc) + ["--set", "train.amp=false"]) == 0
+    assert _inv(out)["trained"] == 0 and _inv(out)["transfer_ran"] == 6  # the 6 unrecorded seg skips only
+
 
 def test_paired_interval_by_hand():
     from transfer.study.stats import mean_std, paired_interval, t_quantile

@@ -118,6 +118,9 @@ def build_table(spec, cells: Sequence[Cell], records: Dict[str, Any], cfg: Dict[
                f"batch {o['batch_size']}, {o['name'].upper()} lr {o['base_lr']} × batch/256, wd {o['weight_decay']}, "
                f"{spec.epochs:g} epoch(s) per cell, EMA {cfg['ema']['base']} → {cfg['ema']['end']}; method parameters "
                f"from each `<method>_fmnist` recipe; {spec.seeds} seeds")
+    precs = sorted({r.get("precision", "float32") for r in records["cells"] if r.get("status") == "ok"})
+    if precs:  # records from before the key were trained in float32
+        setting += f"; trained in {' and '.join(precs)} (`train.amp`)"
     return {"command": spec.command, "budget": spec.budget, "setting": setting, "tasks": spec.tasks,
             "transfer_iters": spec.transfer_iters, "cells": len(cells), "rows": rows, "baselines": base,
             "claims": claims(rows), "budget_check": budget_check(rows, base), "time": times,

@@ -24,9 +24,10 @@ import yaml
 from probes.run import ProbeConfig, run_probes
 
 from ..checkpoint import atomic_write_text
+from ..devices import resolve_device
 from ..errors import TaskUnavailable, UserError
 from ..tasks import TASKS, run_task
-from ..trainer import Trainer, run_identity
+from ..trainer import Trainer, run_identity, train_precision
 from .doc import build_table, write_doc
 from .plan import Cell, cell_config, plan_cells
 
@@ -110,6 +111,7 @@ class Study:
         first = self.cfgs[self.cells[0].cell_id]
         self.data, self.size = first["data"]["name"], int(first["data"]["size"])
         self.arch = f"{first['model']['arch']}:{first['model']['width']}"
+        self.precision = train_precision(first, resolve_device(spec.device))
         self.counts = {"trained": 0, "probed": 0, "reused": 0, "transfer_ran": 0, "transfer_skipped": 0}
 
     # ------------------------------------------------------------------ the plan as phases
@@ -167,6 +169,11 @@ class Study:
                 k = next(k for k, v in now.items() if k in old and old[k] != v)
                 raise UserError(f"{d} was trained under another setting ({k}={old[k]!r}, now {now[k]!r}); "
                                 f"use another --out or remove the folder")
+            # records from before the key: trained in float32 (train.amp auto meant fp32 on the CPU then)
+            was = rec.get("precision", "float32") if rec and rec.get("status") == "ok" else None
+            if was is not None and was != self.precision:
+                raise UserError(f"{d} was trained in {was}, this machine trains the study in {self.precision} "
+                                f"(train.amp); use another --out, remove the folder, or pass train.amp to match")
 
     # ------------------------------------------------------------------ phases
     def run_cell(self, c: Cell, path: Path) -> None:
@@ -176,7 +183,8 @@ class Study:
         try:
             self.counts["trained"] += 1
             res = Trainer(cfg, device=self.spec.device, quiet=True).fit()
-            rec.update(steps=int(res["step"]), pos_sim=res.get("pos_sim"), pretrain_s=round(time.time() - t, 1))
+            rec.update(steps=int(res["step"]), pos_sim=res.get("pos_sim"), precision=res["precision"],
+                       pretrain_s=round(time.time() - t, 1))
             self.counts["probed"] += 1
             rec.update(_probes(str(path.parent / "backbone.safetensors"), self.data, self.size, path.parent / "probes",
                                self.spec.device), status="ok")
