@@ -1,6 +1,6 @@
 """The k-NN monitor of a pretraining run against time: a Markdown table and an SVG plot.
 
-    python scripts/monitor_curve.py runs/fmnist30 --out docs/fmnist30_curve.svg [--rate 1.49]
+    python scripts/monitor_curve.py runs/fmnist18 --out docs/img/fmnist18_knn_curve.svg [--rate 2.34]
 
 Reads the run's ``log.jsonl`` (the trainer writes one ``knn_top1`` record per monitor pass and the
 cumulative training ``time`` every ``log_every`` steps). Minutes are the run's own wall clock; with

@@ -313,8 +313,8 @@ class Trainer:
                     t1, t2 = self.model.momentum(x1), self.model.momentum(x2)
                 else:
                     t1, t2 = z1.detach(), z2.detach()
-        # the loss and its rule state in fp32 (under autocast the projections come out in bf16)
-        loss, stats = self.method(Views(*(v if v is None else v.float() for v in (z1, z2, t1, t2, p1, p2))), s)
+        # the loss and its rule state in the run's dtype (under autocast the projections come out in bf16)
+        loss, stats = self.method(Views(*(v if v is None else v.to(self.dtype) for v in (z1, z2, t1, t2, p1, p2))), s)
         if tdist.any_rank(not bool(torch.isfinite(loss)), self.device):
             raise NonFiniteLoss(f"non-finite loss {float(loss)} at step {s}")
         self.optimizer.zero_grad(set_to_none=True)

@@ -57,3 +57,15 @@ def test_every_method_trains_in_bf16(tiny, method):
         assert p.dtype == torch.float32  # autocast casts activations, the weights stay fp32
     _, meta = load_backbone(tr.run_dir)
     assert meta["precision"] == "bf16-autocast"
+
+
+def test_float64_runs_keep_float64_views(tiny):
+    """The cast to the loss's dtype is the run's dtype, not float32 (the 2-process equality test
+    trains in float64)."""
+    cfg = load_config(None, tiny(**{"train.dtype": "float64"}) + ["method.name=directpred"])
+    tr = Trainer(cfg, device="cpu", quiet=True)
+    seen = []
+    real = tr.method.forward
+    tr.method.forward = lambda views, step: (seen.append(views.z1.dtype), real(views, step))[1]
+    tr.fit()
+    assert seen and set(seen) == {torch.float64}

@@ -1,5 +1,7 @@
-"""``transfer bench {trainer,probes,methods}``: speed as ratios measured inside one process, and
+"""``transfer bench {trainer,probes,amp,methods}``: speed as ratios measured inside one process, and
 the methods study (``methods``: :mod:`transfer.study`, the fair comparison of issue 15).
+
+``amp``: a recipe's trainer step in bf16 autocast against fp32 on the CPU, steps interleaved.
 
 ``trainer``: the trainer's full step (schedules, momentum update, rule, NaN guard, optimiser)
 on pre-loaded batches, against the bare compute floor of the same model and batch -- online
@@ -15,7 +17,7 @@ import json
 import shlex
 import statistics
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -23,11 +25,12 @@ from probes.bench import bench_probes, format_bench
 
 from ..config import load_config
 from ..data import build_dataset
+from ..devices import bf16_native, resolve_device
 from ..errors import UserError
 from ..study.plan import BUDGETS, VARIANTS, cell_config, estimate, parse_methods, plan_cells
 from ..study.run import StudySpec, run_study
 from ..tasks import TASKS
-from ..trainer import Trainer
+from ..trainer import Trainer, train_precision
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--n-test", type=int, default=10_000)
     pr.add_argument("--dim", type=int, default=512)
     pr.set_defaults(func=run_probes)
+    a = s.add_parser("amp", help="a recipe's trainer step in bf16 autocast vs fp32, interleaved in one process")
+    a.add_argument("--recipe", default="demo_fmnist")
+    a.add_argument("--reps", type=int, default=5, help="timed steps of each (after one warm-up)")
+    a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for both trainers (repeatable)")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=run_amp)
     register_methods(s)
 
 
@@ -135,6 +145,46 @@ def run_trainer(args: argparse.Namespace) -> int:
     print(f"  ratio step / floor: {r['ratio']:.3f}   (target <= 1.10)")
     print(f"  data pipeline: {r['pipeline_img_s']:.0f} img/s; the step consumes {r['step_img_s']:.0f} img/s "
           f"({r['pipeline_img_s'] / r['step_img_s']:.1f}x headroom)")
+    return 0
+
+
+def bench_amp(recipe: Optional[str], reps: int, overrides: Sequence[str] = ()) -> Dict[str, Any]:
+    """The recipe's full trainer step (CPU, its batch, real images from its dataset) with
+    ``train.amp=true`` against ``train.amp=false``: two trainers, the same views, steps interleaved
+    so both see the same machine state; the median ratio is the number to read."""
+
+    trs = {amp: Trainer(load_config(recipe, [*overrides, f"train.amp={amp}", "train.knn_every=0",
+                                             "out_dir=/tmp/transfer-bench", f"name=amp_{amp}"]), device="cpu", quiet=True)
+           for amp in ("false", "true")}
+    assert trs["true"].amp and not trs["false"].amp, "a float64 recipe cannot autocast"
+    tr = trs["false"]
+    ds = tr.train_set
+    batch = tr.global_batch
+    x1, x2 = tr._views(0, ds.images[:batch])
+    times: Dict[str, List[float]] = {k: [] for k in trs}
+    for k, t in trs.items():  # warm-up
+        t.train_step(x1, x2)
+    for _ in range(reps):
+        for k, t in trs.items():
+            times[k].append(_timeit(lambda: t.train_step(x1, x2), lambda: None))
+    fp32, bf16 = statistics.median(times["false"]), statistics.median(times["true"])
+    return {"recipe": recipe, "batch": batch, "threads": torch.get_num_threads(),
+            "bf16_native": bf16_native(torch.device("cpu")),
+            "fp32_s": round(fp32, 4), "bf16_s": round(bf16, 4), "speedup": round(fp32 / bf16, 3), "reps": reps,
+            "fp32_all": [round(v, 4) for v in times["false"]], "bf16_all": [round(v, 4) for v in times["true"]]}
+
+
+def run_amp(args: argparse.Namespace) -> int:
+    if args.reps < 1:
+        raise UserError(f"--reps must be positive, got {args.reps}")
+    r = bench_amp(args.recipe, args.reps, args.overrides)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"transfer bench amp: recipe {r['recipe']}, batch {r['batch']}, CPU ({r['threads']} threads), "
+          f"median of {r['reps']} interleaved steps; native bf16 (AMX): {'yes' if r['bf16_native'] else 'no'}")
+    print(f"  fp32 step {r['fp32_s']:.3f} s, bf16 autocast step {r['bf16_s']:.3f} s: speed-up {r['speedup']:.2f}x "
+          f"(train.amp auto picks bf16 only where native)")
     return 0
 
 
@@ -224,11 +274,12 @@ def run_methods(args: argparse.Namespace) -> int:
         for c in cells:
             print(f"  {c.cell_id:36s} {c.name:28s} form={c.form:4s} ema={'yes' if c.momentum else 'no '}"
                   f"{'  + ' + ', '.join(spec.tasks) if c.transfer and spec.tasks else ''}")
-        e = estimate(cells, spec.epochs, n_train, n_tr, spec.transfer_iters)
+        prec = train_precision(cfg, resolve_device(spec.device))
+        e = estimate(cells, spec.epochs, n_train, n_tr, spec.transfer_iters, bf16=prec == "bf16-autocast")
         print(f"{e['cells']} cells ({e['per_cell_s'] / 60:.1f} min each: pretraining + probes), {n_tr} transfer runs; "
               f"estimate on 2 cores: pretraining {e['train_s'] / 3600:.1f} h, probes {e['probes_s'] / 3600:.1f} h, "
               f"transfer {e['transfer_s'] / 3600:.1f} h; total {e['total_s'] / 3600:.1f} h = "
-              f"{e['total_s'] / 60 / args.max_minutes:.1f} invocations of {args.max_minutes:g} min")
+              f"{e['total_s'] / 60 / args.max_minutes:.1f} invocations of {args.max_minutes:g} min; cells train in {prec}")
         return 0
 
     run_study(spec, doc=args.doc)
