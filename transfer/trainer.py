@@ -37,7 +37,20 @@ from .runconfig import RunConfig
 
 
 class NonFiniteLoss(RuntimeError):
-    pass
+    """A non-finite loss or state at ``step`` (raised inside the loop, turned into :class:`TrainingDiverged`)."""
+
+    def __init__(self, msg: str, step: int) -> None:
+        super().__init__(msg)
+        self.step = step
+
+
+class TrainingDiverged(UserError):
+    """The run stopped on a non-finite loss or state; ``step`` is where. A result of the setting (the
+    learning rate too hot for the loss's scale), not a fault of the tool: the study records it as such."""
+
+    def __init__(self, msg: str, step: int) -> None:
+        super().__init__(msg)
+        self.step = step
 
 
 def nonfinite_tensors(state: Any, prefix: str = "") -> list:
@@ -221,7 +234,7 @@ class Trainer:
         bad = nonfinite_tensors({k: state[k] for k in ("model", "method_state", "optimizer")}) if state else []
         if tdist.any_rank(bool(bad), self.device):
             where = f" in {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}" if bad else " on another rank"
-            raise NonFiniteLoss(f"non-finite values{where} at step {self.step}")
+            raise NonFiniteLoss(f"non-finite values{where} at step {self.step}", self.step)
         if self.rank == 0:
             save_state(self.ckpt_path, state)
 
@@ -316,7 +329,7 @@ class Trainer:
         # the loss and its rule state in the run's dtype (under autocast the projections come out in bf16)
         loss, stats = self.method(Views(*(v if v is None else v.to(self.dtype) for v in (z1, z2, t1, t2, p1, p2))), s)
         if tdist.any_rank(not bool(torch.isfinite(loss)), self.device):
-            raise NonFiniteLoss(f"non-finite loss {float(loss)} at step {s}")
+            raise NonFiniteLoss(f"non-finite loss {float(loss.detach())} at step {s}", s)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -416,7 +429,7 @@ class Trainer:
                     self.export()
         except NonFiniteLoss as e:
             bar.close()
-            raise UserError(f"{e}; training stopped, the last good checkpoint is kept at {self.ckpt_path}") from None
+            raise TrainingDiverged(f"{e}; training stopped, the last good checkpoint is kept at {self.ckpt_path}", e.step) from None
         bar.close()
         # a kill between the final checkpoint and its export leaves an older export: redo it
         if self.step == self.stop_step and self.rank == 0 and not self.export_is_current():

@@ -181,3 +181,25 @@ def test_one_run_identity_for_trainer_and_study():
     assert a == run_identity(load_config("demo_fmnist", ["train.ckpt_every=7", "optim.max_steps=5", "out_dir=x"]))
     assert a != run_identity(load_config("demo_fmnist", ["optim.base_lr=0.1"]))
     assert "seed" in a and not any(k.startswith("train.") for k in a)
+
+
+def test_diverged_cell_is_a_result_not_a_failure(tmp_path, monkeypatch):
+    """A cell whose loss goes non-finite at the shared setting is recorded as ``diverged`` with its step,
+    shown in the table and the bar check, kept out of the means, and not retrained by --retry-failed."""
+    out, doc = tmp_path / "study", tmp_path / "bench.md"
+    argv = ["bench", "methods", "--methods", "simclr", "--variants", "orig", "--seeds", "1", "--epochs", "0.25",
+            "--tasks", "none", "--out", str(out), "--doc", str(doc)] + TINY + ["--set", "optim.base_lr=1e30"]
+    assert main(argv) == 0
+    rec = json.loads((out / "cells" / "simclr__orig__s0" / "cell.json").read_text())
+    assert rec["status"] == "diverged" and isinstance(rec["step"], int) and 0 <= rec["step"] < 4
+    assert "non-finite" in rec["reason"] and "knn" not in rec
+    row = json.loads((out / "table.json").read_text())["rows"][0]
+    assert row["diverged"] == [0] and row["stats"]["knn"]["n"] == 0
+    text = doc.read_text()
+    assert "| diverged (1) |" in text and f"seed 0: diverged at step {rec['step']}" in text
+
+    def no_trainer(*a, **k):
+        raise AssertionError("a diverged cell was retrained")
+
+    monkeypatch.setattr("transfer.study.run.Trainer", no_trainer)
+    assert main(argv + ["--retry-failed"]) == 0

@@ -27,7 +27,7 @@ def _rows(cells: Sequence[Cell], recs: List[Dict[str, Any]], transfer: List[Dict
         row = rows.setdefault((c.name, c.variant), {
             "name": c.name, "variant": c.variant, "label": VARIANTS[c.variant], "family": c.family, "form": c.form,
             "momentum": c.momentum, "transfer": c.transfer, "values": {m: {} for m in (*METRICS, *tasks)},
-            "failed": []})
+            "failed": [], "diverged": []})
         r = by_id.get(c.cell_id, {})
         if r.get("status") == "ok":
             for m in METRICS:
@@ -35,6 +35,9 @@ def _rows(cells: Sequence[Cell], recs: List[Dict[str, Any]], transfer: List[Dict
                     row["values"][m][c.seed] = float(r[m])
         elif r.get("status") == "failed":
             row["failed"].append(f"seed {c.seed}: {r.get('reason')}")
+        elif r.get("status") == "diverged":
+            row["diverged"].append(c.seed)
+            row["failed"].append(f"seed {c.seed}: diverged at step {r.get('step')} (non-finite loss at the shared setting)")
     for t in transfer:
         for row in rows.values():
             cid = [c.cell_id for c in cells if (c.name, c.variant) == (row["name"], row["variant"])]
@@ -144,6 +147,9 @@ def rows_md(table: Dict[str, Any]) -> List[str]:
     lines = ["| method / rule | variant | family | EMA | " + " | ".join(cols) + " |", "|---" * (4 + len(cols)) + "|"]
     for r in table["rows"]:
         vals = [_ms(r["stats"][m]) for m in METRICS] + [_ms(r["stats"][t]) if r["transfer"] else "" for t in table["tasks"]]
+        if r.get("diverged"):  # seeds that diverged are not in the mean: say so in the row itself
+            d = f"diverged ({len(r['diverged'])})"
+            vals = [d if v == "—" else f"{v}; {d}" for v in vals[:len(METRICS)]] + vals[len(METRICS):]
         lines.append(f"| {r['name']} | {r['label']} | {r['family']} | {'yes' if r['momentum'] else 'no'} | "
                      + " | ".join(vals) + " |")
     for b in table["baselines"]:
@@ -184,7 +190,7 @@ def render(table: Dict[str, Any], reading: Optional[str] = None) -> str:
            + (f" = {b['random_knn']:.2f} + {BUDGET_MARGIN:g} = {b['threshold']:.2f} %" if b["threshold"] is not None else "")
            + f": {held}."]
     if b["below"]:
-        out += ["", "Cells below the bar (or failed):", ""] + [f"- {x}" for x in b["below"]]
+        out += ["", "Cells below the bar (or diverged, or failed):", ""] + [f"- {x}" for x in b["below"]]
     if table["left"] or b.get("rows_not_run"):
         out += ["", f"**Incomplete**: {table['left']} phase(s) not yet run; rerun the command."]
     out += ["", "## Measured (mean ± std over seeds, (n seeds), %; transfer: box AP / mIoU)", ""] + rows_md(table)

@@ -5,7 +5,9 @@
 transfer/<task>.json`` one fine-tuning run; ``OUT/baselines/`` the random-init and raw-pixel rows.
 A rerun reuses every record that exists, so an interrupted study resumes; a record made under
 another setting is refused (the trainer's own notion of "the same run", :func:`run_identity`).
-A failed phase is recorded and not retried unless ``retry_failed``; a task that cannot run here
+A failed phase is recorded and not retried unless ``retry_failed``; a cell whose training diverges
+(non-finite loss, :class:`TrainingDiverged`) is recorded as ``diverged`` with its step, a result of
+the shared setting, and never retried; a task that cannot run here
 (:class:`TaskUnavailable`) is not recorded, so it runs once its data or engine is present.
 After ``max_minutes`` no new phase starts: the invocation stops between phases and says how many
 remain.
@@ -27,7 +29,7 @@ from ..checkpoint import atomic_write_text
 from ..devices import resolve_device
 from ..errors import TaskUnavailable, UserError
 from ..tasks import TASKS, run_task
-from ..trainer import Trainer, run_identity, train_precision
+from ..trainer import Trainer, TrainingDiverged, run_identity, train_precision
 from .doc import build_table, write_doc
 from .plan import Cell, cell_config, plan_cells
 
@@ -188,7 +190,9 @@ class Study:
             self.counts["probed"] += 1
             rec.update(_probes(str(path.parent / "backbone.safetensors"), self.data, self.size, path.parent / "probes",
                                self.spec.device), status="ok")
-        except Exception as e:  # noqa: BLE001 - one bad cell (diverged, NaN) must not stop the study
+        except TrainingDiverged as e:  # a result of the shared setting: recorded, never retried
+            rec.update(status="diverged", step=e.step, reason=_reason(e), pretrain_s=round(time.time() - t, 1))
+        except Exception as e:  # noqa: BLE001 - one bad cell must not stop the study
             rec.update(status="failed", reason=_reason(e))
         write_json(path, rec)
 
