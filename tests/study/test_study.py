@@ -77,6 +77,14 @@ def test_study_end_to_end_then_reuse(tmp_path, fake_tasks, monkeypatch, capsys):
     half = 12.7062 * abs(d[0] - d[1]) / 2  # t * (|d0 - d1| / sqrt 2) / sqrt 2
     assert c["lo"] == pytest.approx(c["mean"] - half, abs=1e-3) and c["hi"] == pytest.approx(c["mean"] + half, abs=1e-3)
     assert {x["claim"] for x in t["claims"]} == {"grad vs original", "EMA vs no EMA"}
+    # an original loss with the momentum encoder (BYOL) is compared with the gradient form with it
+    assert any(c["what"] == "byol (grad + EMA) − byol (original)" for c in t["claims"])
+    # the momentum encoder per gradient rule, paired by seed
+    e = [knn(f"byol__grad_ema__s{s}") - knn(f"byol__grad__s{s}") for s in (0, 1)]
+    c = next(c for c in t["claims"] if c["claim"] == "EMA vs no EMA" and c["what"].startswith("byol")
+             and c["metric"] == "knn")
+    assert c["n"] == 2 and c["mean"] == pytest.approx((e[0] + e[1]) / 2)
+    assert c["hi"] - c["lo"] == pytest.approx(12.7062 * abs(e[0] - e[1]), abs=1e-3)
 
     # the page: budget check stated, intervals and labels, the reading left to a person
     text = doc.read_text()

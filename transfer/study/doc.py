@@ -71,21 +71,15 @@ def claims(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         for m in METRICS:
             out.append({"claim": claim, "what": what, "metric": m, **paired_interval(a[m], b[m])})
 
-    for r in rows:  # 1. the gradient form (no EMA) against the method's original loss
-        if r["variant"] == "orig" and r["name"] in grad_of:
-            add("grad vs original", f"{grad_of[r['name']]} (grad, no EMA) − {r['name']} (original)",
-                get[(grad_of[r["name"]], "grad")], r["values"])
-    fams: Dict[str, List[str]] = {}
-    for r in rows:  # 2. the momentum encoder, per family (mean over the family's rules, per seed)
+    for r in rows:  # 1. the gradient form against the method's original loss, with the same momentum choice
+        v = "grad_ema" if r["momentum"] else "grad"  # MoCo / BYOL / DirectPred originals have the EMA encoder
+        if r["variant"] == "orig" and r["name"] in grad_of and (grad_of[r["name"]], v) in get:
+            add("grad vs original", f"{grad_of[r['name']]} ({VARIANTS[v]}) − {r['name']} (original)",
+                get[(grad_of[r["name"]], v)], r["values"])
+    for r in rows:  # 2. the momentum encoder, per gradient rule (paired by seed; a family's rules each)
         if r["variant"] == "grad" and (r["name"], "grad_ema") in get:
-            fams.setdefault(r["family"], []).append(r["name"])
-    for fam, names in fams.items():
-        ema, no = {}, {}
-        for m in METRICS:
-            seeds = set.intersection(*[set(get[(n, v)][m]) for n in names for v in ("grad", "grad_ema")])
-            ema[m] = {s: sum(get[(n, "grad_ema")][m][s] for n in names) / len(names) for s in seeds}
-            no[m] = {s: sum(get[(n, "grad")][m][s] for n in names) / len(names) for s in seeds}
-        add("EMA vs no EMA", f"{fam}: grad + EMA − grad ({', '.join(names)})", ema, no)
+            add("EMA vs no EMA", f"{r['name']} ({r['family']}): grad + EMA − grad", get[(r["name"], "grad_ema")],
+                r["values"])
     for r in rows:  # 3. DirectPred's analytic predictor against trained ones
         if r["variant"].startswith("pred_") and (r["name"], "orig") in get:
             add("analytic vs trained predictor", f"{r['name']} (analytic) − {r['label']}",
