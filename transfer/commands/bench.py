@@ -158,11 +158,10 @@ def bench_amp(recipe: Optional[str], reps: int, overrides: Sequence[str] = ()) -
            for amp in ("false", "true")}
     assert trs["true"].amp and not trs["false"].amp, "a float64 recipe cannot autocast"
     tr = trs["false"]
-    ds = tr.train_set
     batch = tr.global_batch
-    x1, x2 = tr._views(0, ds.images[:batch])
+    x1, x2 = tr._views(0, tr.train_set.images[:batch])
     times: Dict[str, List[float]] = {k: [] for k in trs}
-    for k, t in trs.items():  # warm-up
+    for t in trs.values():  # warm-up
         t.train_step(x1, x2)
     for _ in range(reps):
         for k, t in trs.items():
