@@ -14,7 +14,8 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from dataclasses import fields
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -28,7 +29,8 @@ from .data import AugmentConfig, StepBatches, TwoViewAugment, build_dataset, ite
 from .devices import bf16_native, resolve_device
 from .errors import UserError
 from .knn_monitor import knn_eval, knn_eval_val
-from .methods import Views, build_method
+from .config import DEFAULTS
+from .methods import METHODS, Views, build_method
 from .model import Siamese
 from .nn.sync_bn import convert_sync_bn
 from .optim import build_optimizer, lr_schedule, momentum_schedule, param_groups
@@ -98,13 +100,52 @@ def train_precision(cfg: Dict[str, Any], device: torch.device) -> str:
 
 def run_identity(cfg: Dict[str, Any]) -> Dict[str, Any]:
     """What makes two configs "the same run": the flat ``section.key`` values that decide what step
-    ``s`` computes (seed, method, model, data, optim, ema), without :data:`RESUME_MAY_CHANGE`.
-    The resume check compares it key by key; the method study stores it to reuse finished cells."""
+    ``s`` computes (seed, method, model, data, optim, ema), without :data:`RESUME_MAY_CHANGE` and
+    without the method parameters the run's form never reads (``Method.unread_params``).
+    :func:`identity_mismatch` compares two; the method study stores it to reuse finished cells."""
     def flat(d: Dict[str, Any], pre: str = "") -> Dict[str, Any]:
         return {k: v for sec, sub in d.items() for k, v in
                 (flat(sub, f"{pre}{sec}.").items() if isinstance(sub, dict) else [(f"{pre}{sec}", sub)])}
+    m = cfg.get("method") or {}
+    unread = {f"method.params.{p}" for p in METHODS.get(m["name"]).unread_params(m.get("form"))} \
+        if m.get("name") in METHODS.names() else set()
     return {k: v for k, v in flat(cfg).items()
-            if k.split(".")[0] in IDENTITY_SECTIONS and k not in RESUME_MAY_CHANGE}
+            if k.split(".")[0] in IDENTITY_SECTIONS and k not in RESUME_MAY_CHANGE and k not in unread}
+
+
+_NO_DEFAULT = object()
+
+
+def _default(key: str, now: Dict[str, Any]) -> Any:
+    """The default of a flat identity key: a method parameter's class default, an augmentation
+    field's, or :data:`~transfer.config.DEFAULTS`' (``_NO_DEFAULT`` when none is known)."""
+    parts = key.split(".")
+    if parts[:2] == ["method", "params"] and now.get("method.name") in METHODS.names():
+        return METHODS.get(now["method.name"]).defaults.get(parts[2], _NO_DEFAULT)
+    if parts[:2] == ["data", "aug"]:
+        return next((f.default for f in fields(AugmentConfig) if f.name == parts[2]), _NO_DEFAULT)
+    d: Any = DEFAULTS
+    for p in parts:
+        if not isinstance(d, dict) or p not in d:
+            return _NO_DEFAULT
+        d = d[p]
+    return d
+
+
+def identity_mismatch(stored: Dict[str, Any], now: Dict[str, Any]) -> Optional[Tuple[str, str, Any]]:
+    """``(key, what was stored, value now)`` for the first key on which a stored run differs from
+    ``now``, else ``None``. Keys both know must be equal; a key the stored run predates (a setting
+    added to the code since) stood at its default then, so it matches only when it still does.
+    The trainer's resume check and the method study's reuse of finished cells both ask this."""
+    for k, v in sorted(now.items()):
+        if k in stored:
+            if stored[k] != v:
+                return k, repr(stored[k]), v
+        else:
+            d = _default(k, now)
+            if d is _NO_DEFAULT or d != v:
+                return k, "absent" + ("" if d is _NO_DEFAULT else f" (default {d!r})"), v
+    return None
 
 
 # atomic_write's temp files (``.<name>.<random>.tmp``) of the files a run folder holds
@@ -207,14 +248,12 @@ class Trainer:
         except json.JSONDecodeError:
             saved = {}
         # everything that changes what step s computes must match; train.* and optim.max_steps may change
-        now = run_identity(self.cfg)
-        was = run_identity(saved) if isinstance(saved, dict) else {}
-        for k, v in sorted(now.items()):
-            if k not in was:
-                continue
-            if was[k] != v:
-                raise UserError(f"{path} was trained with {k}={was[k]!r}, the config now says {v!r}; "
-                                f"use another run name (name=...)")
+        # a checkpoint without its config (written elsewhere) is not checked key by key
+        bad = identity_mismatch(run_identity(saved), run_identity(self.cfg)) if isinstance(saved, dict) and saved else None
+        if bad is not None:
+            k, was, v = bad
+            raise UserError(f"{path} was trained with {k}={was}, the config now says {v!r}; "
+                            f"use another run name (name=...)")
         try:
             self.model.load_state_dict(state["model"])
             self.method.load_state_dict(state["method_state"])

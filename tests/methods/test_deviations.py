@@ -184,9 +184,9 @@ def test_published_defaults() -> None:
     assert d["byol"] == d["simsiam"] == {"rho": 0.99, "eps": 0.3}  # UniGrad BYOL/DirectPred-grad
     assert d["directpred"] == {"rho": 0.3, "eps": 0.1, "freq": 1, "grad_rho": 0.99, "grad_eps": 0.3, "predictor": "direct"}
     assert d["barlow_twins"] == {"lambd": 0.0051, "grad_lambd": 50.0}  # barlowtwins main.py; UniGrad
-    assert d["vicreg"] == {"sim": 25.0, "std": 25.0, "cov": 1.0, "grad_lambd": 50.0}  # main_vicreg.py
+    assert d["vicreg"] == {"sim": 25.0, "std": 25.0, "cov": 1.0, "loss_scale": 1.0, "grad_lambd": 50.0}  # main_vicreg.py
     for n in ("vicreg_exp", "vicreg_ctr"):
-        assert d[n] == {"sim": 25.0, "std": 25.0, "cov": 1.0, "tau": 0.1, "grad_lambd": 1.0}
+        assert d[n] == {"sim": 25.0, "std": 25.0, "cov": 1.0, "loss_scale": 1.0, "tau": 0.1, "grad_lambd": 1.0}
     assert {n: (METHODS.get(n).default_form, METHODS.get(n).default_momentum) for n in ("unigrad", "simclr", "moco", "simsiam")} \
         == {"unigrad": ("grad", True), "simclr": ("loss", False), "moco": ("loss", True), "simsiam": ("loss", False)}
 

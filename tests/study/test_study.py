@@ -86,6 +86,13 @@ def test_study_end_to_end_then_reuse(tmp_path, fake_tasks, monkeypatch, capsys):
     assert c["n"] == 2 and c["mean"] == pytest.approx((e[0] + e[1]) / 2)
     assert c["hi"] - c["lo"] == pytest.approx(12.7062 * abs(e[0] - e[1]), abs=1e-3)
 
+    # the bar on each row's mean: the rows listed are exactly those whose mean misses it
+    b = t["budget_check"]
+    assert b["threshold"] == pytest.approx(b["random_knn"] + 10)
+    want = sorted(f"{r['name']} ({r['label']}): {r['stats']['knn']['mean']:.2f}" for r in t["rows"]
+                  if r["stats"]["knn"]["n"] and r["stats"]["knn"]["mean"] < b["threshold"])
+    assert sorted(b["rows_below"]) == want and b["rows_held"] is (not want)
+
     # the page: budget check stated, intervals and labels, the reading left to a person
     text = doc.read_text()
     assert "transfer bench methods --budget fmnist --epochs 0.1875" in text
@@ -189,6 +196,26 @@ def test_one_run_identity_for_trainer_and_study():
     assert a == run_identity(load_config("demo_fmnist", ["train.ckpt_every=7", "optim.max_steps=5", "out_dir=x"]))
     assert a != run_identity(load_config("demo_fmnist", ["optim.base_lr=0.1"]))
     assert "seed" in a and not any(k.startswith("train.") for k in a)
+
+
+def test_identity_leaves_out_unread_params_and_reads_absent_keys_as_defaults():
+    """A grad-form run does not depend on the loss form's parameters (tests/methods/test_form_params.py
+    checks each declaration); a key a stored run predates stood at its default then."""
+    from transfer.config import load_config
+    from transfer.trainer import identity_mismatch, run_identity
+
+    grad = ["method.name=vicreg", "method.form=grad", "method.params.grad_lambd=6.0"]
+    a = run_identity(load_config("demo_fmnist", grad + ["method.params.loss_scale=0.1", "method.params.sim=5.0"]))
+    assert "method.params.loss_scale" not in a and "method.params.sim" not in a and a["method.params.grad_lambd"] == 6.0
+    assert a == run_identity(load_config("demo_fmnist", grad))
+    loss = run_identity(load_config("demo_fmnist", ["method.name=vicreg", "method.form=loss", "method.params.loss_scale=0.1"]))
+    old = {k: v for k, v in loss.items() if k != "method.params.loss_scale"}  # a record from before the key
+    assert identity_mismatch(old, loss) == ("method.params.loss_scale", "absent (default 1.0)", 0.1)
+    assert identity_mismatch(old, {**loss, "method.params.loss_scale": 1.0}) is None
+    assert identity_mismatch(loss, loss) is None
+    assert identity_mismatch({**loss, "optim.base_lr": 9.0}, loss) == ("optim.base_lr", "9.0", loss["optim.base_lr"])
+    no_default = {**loss, "model.new_knob": 3}
+    assert identity_mismatch(loss, no_default) == ("model.new_knob", "absent", 3)
 
 
 def test_diverged_cell_is_a_result_not_a_failure(tmp_path, monkeypatch):

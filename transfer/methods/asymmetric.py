@@ -93,6 +93,7 @@ class MLPPredictorMethod(Asymmetric):
     uses_predictor = True
     default_form = "loss"
     defaults = {"rho": 0.99, "eps": 0.3}
+    grad_params = ("rho", "eps")  # the rule's F; the loss form trains its MLP predictor
 
     def build_predictor(self, dim: int, hidden: int):
         return mlp(dim, hidden, dim, 2) if self.form == "loss" else None
@@ -131,6 +132,7 @@ class DirectPred(Asymmetric):
     # UniGrad's BYOL/DirectPred-grad (rho 0.99, eps 0.3; seeds.md section 1)
     defaults = {"rho": 0.3, "eps": 0.1, "freq": 1, "grad_rho": 0.99, "grad_eps": 0.3, "predictor": "direct"}
     rho_key, eps_key = "grad_rho", "grad_eps"
+    loss_params, grad_params = ("rho", "eps", "freq"), ("grad_rho", "grad_eps")
     loss_to_grad = 4.0
     #: the loss form's predictor: set from statistics, or one of the trained baselines
     PREDICTORS = ("direct", "linear", "mlp")

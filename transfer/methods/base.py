@@ -68,6 +68,15 @@ class Method(nn.Module):
     uses_predictor: bool = False
     #: "exact" when the grad form is the gradient of :meth:`reference_loss`, else "approximate"
     equivalence: str = "exact"
+    #: parameters only one form reads (``tests/methods`` checks that the other form's loss and
+    #: gradients ignore them); a run's identity leaves out those its form never reads
+    loss_params: Tuple[str, ...] = ()
+    grad_params: Tuple[str, ...] = ()
+
+    @classmethod
+    def unread_params(cls, form: Optional[str]) -> Tuple[str, ...]:
+        """The parameters ``form`` (default: the method's) never reads."""
+        return cls.grad_params if (form or cls.default_form) == "loss" else cls.loss_params
 
     def __init__(self, dim: int, form: Optional[str] = None, momentum: Optional[bool] = None, **params: Any) -> None:
         super().__init__()

@@ -93,6 +93,7 @@ class BarlowTwins(Decorrelation):
     name = "barlow_twins"
     equivalence = "approximate"
     defaults = {"lambd": 0.0051, "grad_lambd": 50.0}
+    loss_params, grad_params = ("lambd",), ("grad_lambd",)
 
     def reference_loss(self, u, pos, bank: Bank):
         return rules.barlow_reference(_splice(u, bank), bank.pos_all, float(self.hp["grad_lambd"]))
@@ -115,7 +116,12 @@ class VICReg(Decorrelation):
 
     name = "vicreg"
     equivalence = "approximate"
-    defaults = {"sim": 25.0, "std": 25.0, "cov": 1.0, "grad_lambd": 50.0}
+    #: ``loss_scale`` multiplies the whole loss (the 25 : 25 : 1 ratio stays). Under LARS, VICReg's
+    #: official optimiser (``main_vicreg.py``), the loss's scale does not matter; under plain SGD it is
+    #: a step-size factor, and the covariance term (quartic in ``z``) makes the unscaled loss explode
+    #: at the study's SGD lr 0.3 (NaN at step 17, ``docs/benchmarks.md``). 1 = the paper's loss.
+    defaults = {"sim": 25.0, "std": 25.0, "cov": 1.0, "loss_scale": 1.0, "grad_lambd": 50.0}
+    loss_params, grad_params = ("sim", "std", "cov", "loss_scale"), ("grad_lambd",)
 
     #: loss form on ``K^T`` (samples as dimensions) instead of ``K``
     transpose = False
@@ -125,7 +131,8 @@ class VICReg(Decorrelation):
         a, b, c, d = (z.T if self.transpose else z for z in _pair(v, self.momentum))
         h = self.hp
         tau = float(h.get("tau", 0.0))
-        return 0.5 * (vicreg_loss(a, b, h["sim"], h["std"], h["cov"], tau) + vicreg_loss(c, d, h["sim"], h["std"], h["cov"], tau))
+        both = vicreg_loss(a, b, h["sim"], h["std"], h["cov"], tau) + vicreg_loss(c, d, h["sim"], h["std"], h["cov"], tau)
+        return 0.5 * float(h["loss_scale"]) * both
 
     def _lambd_tau(self):
         return float(self.hp["grad_lambd"]), float(self.hp["tau"])
@@ -135,7 +142,7 @@ class VICReg(Decorrelation):
 class VICRegExp(VICReg):
     name = "vicreg_exp"
     equivalence = Decorrelation.equivalence
-    defaults = {"sim": 25.0, "std": 25.0, "cov": 1.0, "tau": 0.1, "grad_lambd": 1.0}
+    defaults = {"sim": 25.0, "std": 25.0, "cov": 1.0, "loss_scale": 1.0, "tau": 0.1, "grad_lambd": 1.0}
 
     def grad_rule(self, u, pos, bank: Bank):
         return rules.decorrelation_exp_grad(u, pos, bank.u_all, bank.pos_all, *self._lambd_tau())
@@ -150,7 +157,7 @@ class VICRegCtr(VICReg):
 
     name = "vicreg_ctr"
     equivalence = Decorrelation.equivalence
-    defaults = {"sim": 25.0, "std": 25.0, "cov": 1.0, "tau": 0.1, "grad_lambd": 1.0}
+    defaults = {"sim": 25.0, "std": 25.0, "cov": 1.0, "loss_scale": 1.0, "tau": 0.1, "grad_lambd": 1.0}
     transpose = True
 
     def grad_rule(self, u, pos, bank: Bank):

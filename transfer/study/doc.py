@@ -97,8 +97,14 @@ def budget_check(rows: List[Dict[str, Any]], base: List[Dict[str, Any]]) -> Dict
              if v is not None and v < thr]
     below += [f"{r['name']} ({r['label']}) {f}" for r in rows for f in r["failed"]]
     missing = sum(1 for r in rows if r["stats"]["knn"]["n"] + len(r["failed"]) == 0)
+    # the same bar on each row's mean over its seeds (what the table reports); a row with a
+    # diverged or failed seed misses it
+    rows_below = [f"{r['name']} ({r['label']}): {r['stats']['knn']['mean']:.2f}" if r["stats"]["knn"]["n"]
+                  else f"{r['name']} ({r['label']}): no finished seed" for r in rows
+                  if r["failed"] or (r["stats"]["knn"]["n"] and r["stats"]["knn"]["mean"] < thr)]
     return {"random_knn": rnd, "threshold": thr, "held": False if below else (None if missing else True), "below": below,
-            "rows_not_run": missing}
+            "rows_not_run": missing, "rows_held": False if rows_below else (None if missing else True),
+            "rows_below": rows_below}
 
 
 def build_table(spec, cells: Sequence[Cell], records: Dict[str, Any], cfg: Dict[str, Any],
@@ -182,9 +188,13 @@ def render(table: Dict[str, Any], reading: Optional[str] = None) -> str:
            f"{_minutes(t['pretrain_s'])}, probes {_minutes(t['probe_s'])}, transfer {_minutes(t['transfer_s'])}.",
            f"- Check: every cell's k-NN top-1 ≥ random init + {BUDGET_MARGIN:g} points"
            + (f" = {b['random_knn']:.2f} + {BUDGET_MARGIN:g} = {b['threshold']:.2f} %" if b["threshold"] is not None else "")
-           + f": {held}."]
+           + f": {held}.",
+           f"- The same bar on each row's mean over its seeds: "
+           + {True: "**held**", False: "**did not hold**", None: "**not checked yet**"}[b.get("rows_held")] + "."]
     if b["below"]:
         out += ["", "Cells below the bar (or diverged, or failed):", ""] + [f"- {x}" for x in b["below"]]
+    if b.get("rows_below"):
+        out += ["", "Rows whose mean is below the bar (or with a diverged or failed seed):", ""] + [f"- {x}" for x in b["rows_below"]]
     if table["left"] or b.get("rows_not_run"):
         out += ["", f"**Incomplete**: {table['left']} phase(s) not yet run; rerun the command."]
     out += ["", "## Measured (mean ± std over seeds, (n seeds), %; transfer: box AP / mIoU)", ""] + rows_md(table)

@@ -29,7 +29,7 @@ from ..checkpoint import atomic_write_text
 from ..devices import resolve_device
 from ..errors import TaskUnavailable, UserError
 from ..tasks import TASKS, run_task
-from ..trainer import Trainer, TrainingDiverged, run_identity, train_precision
+from ..trainer import Trainer, TrainingDiverged, identity_mismatch, run_identity, train_precision
 from .doc import build_table, write_doc
 from .plan import Cell, cell_config, plan_cells
 
@@ -74,11 +74,6 @@ def _reason(e: BaseException) -> str:
 
 def _identity(cfg: Dict[str, Any]) -> Dict[str, Any]:
     return json.loads(json.dumps(run_identity(cfg), default=str))  # as a JSON record stores it
-
-
-def _same_run(stored: Dict[str, Any], now: Dict[str, Any]) -> bool:
-    """The trainer's resume rule: every key both know has the same value."""
-    return all(stored[k] == v for k, v in now.items() if k in stored)
 
 
 def run_transfer_task(task: str, ckpt: str, out_dir: Path, iters: int, seed: int, device: str) -> Dict[str, float]:
@@ -167,9 +162,9 @@ class Study:
             old = rec.get("identity") if rec else None
             if old is None and (d / "config.yaml").is_file():
                 old = _identity(yaml.safe_load((d / "config.yaml").read_text()))
-            if old is not None and not _same_run(old, now):
-                k = next(k for k, v in now.items() if k in old and old[k] != v)
-                raise UserError(f"{d} was trained under another setting ({k}={old[k]!r}, now {now[k]!r}); "
+            bad = identity_mismatch(old, now) if old is not None else None
+            if bad is not None:
+                raise UserError(f"{d} was trained under another setting ({bad[0]}={bad[1]}, now {bad[2]!r}); "
                                 f"use another --out or remove the folder")
             # records from before the key: trained in float32 (train.amp auto meant fp32 on the CPU then)
             was = rec.get("precision", "float32") if rec and rec.get("status") == "ok" else None
