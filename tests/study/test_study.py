@@ -214,6 +214,11 @@ def test_identity_leaves_out_unread_params_and_reads_absent_keys_as_defaults():
     assert identity_mismatch(old, {**loss, "method.params.loss_scale": 1.0}) is None
     assert identity_mismatch(loss, loss) is None
     assert identity_mismatch({**loss, "optim.base_lr": 9.0}, loss) == ("optim.base_lr", "9.0", loss["optim.base_lr"])
+    drop = lambda *ks: {k: v for k, v in loss.items() if k not in ks}  # noqa: E731
+    assert loss["optim.lars_eta"] == 0.001 and identity_mismatch(drop("optim.lars_eta"), loss) is None  # DEFAULTS
+    assert identity_mismatch(drop("optim.lars_eta"), {**loss, "optim.lars_eta": 0.01}) == ("optim.lars_eta", "absent (default 0.001)", 0.01)
+    from transfer.data import AugmentConfig  # data.aug.* holds a recipe's overrides of its fields
+    assert identity_mismatch(drop("data.aug.scale_min"), loss) == ("data.aug.scale_min", f"absent (default {AugmentConfig().scale_min!r})", 0.4)
     no_default = {**loss, "model.new_knob": 3}
     assert identity_mismatch(loss, no_default) == ("model.new_knob", "absent", 3)
 
