@@ -44,7 +44,7 @@ from typing import Iterator, List, Optional, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = Path("transfer/methods")
 TESTS = ["tests/methods/test_deviations.py", "tests/methods/test_equivalence.py",
-         "tests/methods/test_reference_ports.py"]
+         "tests/methods/test_reference_ports.py", "tests/methods/test_form_params.py"]
 
 _BINOP_SWAP = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.Pow: ast.Mult,
                ast.FloorDiv: ast.Div, ast.Mod: ast.FloorDiv}
