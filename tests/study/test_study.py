@@ -159,6 +159,18 @@ def test_paired_interval_by_hand():
     assert mean_std([1.0, 3.0, None]) == pytest.approx({"mean": 2.0, "std": math.sqrt(2), "n": 2})
 
 
+def test_budget_check_without_random_init_is_not_checked_yet():
+    """No random-init row (e.g. its probe failed): both bars read "not checked yet", none is guessed."""
+    from transfer.study.doc import budget_check
+
+    row = {"name": "simclr", "label": "original", "failed": [], "values": {"knn": {0: 50.0}},
+           "stats": {"knn": {"mean": 50.0, "std": None, "n": 1}}}
+    b = budget_check([row], [])
+    assert b["held"] is None and b["rows_held"] is None and b["below"] == [] and b["rows_below"] == []
+    b = budget_check([row], [{"name": "random init", "stats": {"knn": {"mean": 45.0}}}])
+    assert b["held"] is False and b["rows_below"] == ["simclr (original): 50.00"]
+
+
 def test_rule_groups_computed_from_the_registry():
     """The grad rows count each rule once; which methods share one is computed, not listed."""
     from transfer.methods import METHODS

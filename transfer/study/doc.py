@@ -91,7 +91,8 @@ def budget_check(rows: List[Dict[str, Any]], base: List[Dict[str, Any]]) -> Dict
     """Every cell's k-NN >= random init (mean over seeds) + :data:`BUDGET_MARGIN`."""
     rnd = next((b["stats"]["knn"]["mean"] for b in base if b["name"] == "random init"), None)
     if rnd is None:
-        return {"random_knn": None, "threshold": None, "held": None, "below": []}
+        return {"random_knn": None, "threshold": None, "held": None, "below": [], "rows_not_run": 0,
+                "rows_held": None, "rows_below": []}
     thr = rnd + BUDGET_MARGIN
     below = [f"{r['name']} ({r['label']}) seed {s}: {v:.2f}" for r in rows for s, v in sorted(r["values"]["knn"].items())
              if v is not None and v < thr]
@@ -190,10 +191,10 @@ def render(table: Dict[str, Any], reading: Optional[str] = None) -> str:
            + (f" = {b['random_knn']:.2f} + {BUDGET_MARGIN:g} = {b['threshold']:.2f} %" if b["threshold"] is not None else "")
            + f": {held}.",
            f"- The same bar on each row's mean over its seeds: "
-           + {True: "**held**", False: "**did not hold**", None: "**not checked yet**"}[b.get("rows_held")] + "."]
+           + {True: "**held**", False: "**did not hold**", None: "**not checked yet**"}[b["rows_held"]] + "."]
     if b["below"]:
         out += ["", "Cells below the bar (or diverged, or failed):", ""] + [f"- {x}" for x in b["below"]]
-    if b.get("rows_below"):
+    if b["rows_below"]:
         out += ["", "Rows whose mean is below the bar (or with a diverged or failed seed):", ""] + [f"- {x}" for x in b["rows_below"]]
     if table["left"] or b.get("rows_not_run"):
         out += ["", f"**Incomplete**: {table['left']} phase(s) not yet run; rerun the command."]
