@@ -27,8 +27,8 @@ from sklearn.neighbors import NearestCentroid
 
 from probes.features import extract_features
 from probes.fewshot import fewshot_eval, group_by_class, lowshot_curve, sample_episode
-from probes.linear import (choose_l2, default_sweep, l2_to_C, linear_probe, stratified_split,
-                           sweep_should_stop)
+from probes.linear import (choose_l2, default_sweep, l2_to_C, linear_probe, rise_tolerance, stratified_split,
+                           sweep_is_current, sweep_should_stop)
 from transfer.sources import random_backbone
 from tests.conftest import tiny_overrides
 from transfer.data import build_dataset
@@ -138,6 +138,24 @@ def test_old_sweep_rule_stops_on_the_plateau_and_the_new_one_does_not():
 ])
 def test_sweep_stops_only_past_a_real_peak(curve, stop):
     assert sweep_should_stop(curve, 4) is stop
+
+
+def test_a_one_image_jitter_on_the_plateau_is_not_a_peak():
+    """A vicreg_exp export's recorded curve (12,000 validation images): the former rule stopped at
+    the 10th value, L2 1e4, on a plateau that moved by one image; test top-1 43 % vs k-NN 72 %."""
+    curve = [42.1, 42.1, 42.1, 42.1, 42.108333, 42.108333, 42.091667, 42.1, 42.091667, 42.1]
+    assert sweep_should_stop(curve, 4) is True  # no tolerance: the jitter reads as a peak
+    tol = rise_tolerance(curve[0], 12000)
+    assert tol == pytest.approx(100 * (0.421 * 0.579 / 12000) ** 0.5) and 0.4 < tol < 0.5
+    assert sweep_should_stop(curve, 4, tol) is False
+    assert sweep_should_stop(curve + [45.0, 60.0, 70.0, 69.0, 68.0, 67.0, 66.0], 4, tol) is True  # a real peak
+    base = {"l2_values": list(range(45)), "patience": 4, "n_val": 12000}
+    assert not sweep_is_current({**base, "sweep": [{"val_top1": a} for a in curve]})  # stopped by the old rule
+    real = curve + [45.0, 60.0, 70.0, 69.0, 68.0, 67.0, 66.0]
+    assert sweep_is_current({**base, "sweep": [{"val_top1": a} for a in real]})
+    assert not sweep_is_current({**base, "sweep": [{"val_top1": a} for a in real + [65.0]]})  # ran past the stop
+    assert sweep_is_current({**base, "l2_values": list(range(12)), "sweep": [{"val_top1": a} for a in curve + [42.1, 42.1]]})
+    assert sweep_is_current({**base, "sweep": []})
 
 
 def test_chosen_l2_is_the_centre_of_a_tied_top():

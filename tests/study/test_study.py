@@ -143,6 +143,28 @@ def test_study_end_to_end_then_reuse(tmp_path, fake_tasks, monkeypatch, capsys):
     assert main(_argv(out, doc) + ["--set", "train.amp=false"]) == 0
     assert _inv(out)["trained"] == 0 and _inv(out)["transfer_ran"] == 6  # the 6 unrecorded seg skips only
 
+    # a probe record the current stop rule would not reproduce (here: a sweep stopped on a strong-end
+    # plateau that jittered by one image) is re-probed on the same export, never retrained
+    def stale(folder: Path) -> None:
+        f = folder / "probes" / "probes.json"
+        rep = json.loads(f.read_text())
+        rep["probes"]["linear"].update(sweep=[{"l2": 1e5 / 2 ** i, "val_top1": a} for i, a in
+                                              enumerate([50.0, 50.0, 50.01, 50.0, 50.0, 50.0, 50.0])], n_val=10000)
+        f.write_text(json.dumps(rep))
+
+    cell = out / "cells" / "byol__grad__s1"
+    before = json.loads((cell / "cell.json").read_text())
+    stale(cell)
+    stale(out / "baselines" / "random__s0")
+    assert main(_argv(out, doc) + ["--set", "train.amp=false"]) == 0
+    inv = _inv(out)
+    assert inv["trained"] == 0 and inv["reprobed"] == 1 and inv["probed"] == 1 and inv["transfer_ran"] == 6
+    after = json.loads((cell / "cell.json").read_text())
+    assert after["knn"] == before["knn"] and after["steps"] == before["steps"]  # same export, same k-NN
+    assert after["superseded_probes"]["linear"] == before["linear"]
+    from transfer.study.run import probes_current
+    assert probes_current(cell) and probes_current(out / "baselines" / "random__s0")
+
 
 def test_paired_interval_by_hand():
     from transfer.study.stats import mean_std, paired_interval, t_quantile

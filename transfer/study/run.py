@@ -8,7 +8,9 @@ another setting is refused (the trainer's own notion of "the same run", :func:`r
 A failed phase is recorded and not retried unless ``retry_failed``; a cell whose training diverges
 (non-finite loss, :class:`TrainingDiverged`) is recorded as ``diverged`` with its step, a result of
 the shared setting, and never retried; a task that cannot run here
-(:class:`TaskUnavailable`) is not recorded, so it runs once its data or engine is present.
+(:class:`TaskUnavailable`) is not recorded, so it runs once its data or engine is present. A
+finished cell or baseline whose probe record today's probes would not reproduce (a fix of the
+linear probe's stop rule, :func:`probes_current`) is re-probed on its export, never retrained.
 After ``max_minutes`` no new phase starts: the invocation stops between phases and says how many
 remain.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import yaml
+from probes.linear import sweep_is_current
 from probes.run import ProbeConfig, run_probes
 
 from ..checkpoint import atomic_write_text
@@ -86,6 +89,15 @@ def run_transfer_task(task: str, ckpt: str, out_dir: Path, iters: int, seed: int
     return {"mIoU": float(res["mIoU"])}
 
 
+def probes_current(folder: Path) -> bool:
+    """Whether the probe record in ``folder/probes`` is what today's probes would report: its linear
+    sweep ends where the current stop rule would end it (:func:`probes.linear.sweep_is_current`). A
+    record without one (made before probes.json existed) is judged current."""
+    rep = read_json(folder / "probes" / "probes.json")
+    lin = ((rep or {}).get("probes") or {}).get("linear")
+    return lin is None or sweep_is_current(lin)
+
+
 def _probes(ckpt: str, data: str, size: int, out_dir: Path, device: str) -> Dict[str, Any]:
     """k-NN (k=20 reported) and the linear probe, exactly as ``transfer probe`` runs them, at the
     cells' input size (the baselines too)."""
@@ -109,7 +121,7 @@ class Study:
         self.data, self.size = first["data"]["name"], int(first["data"]["size"])
         self.arch = f"{first['model']['arch']}:{first['model']['width']}"
         self.precision = train_precision(first, resolve_device(spec.device))
-        self.counts = {"trained": 0, "probed": 0, "reused": 0, "transfer_ran": 0, "transfer_skipped": 0}
+        self.counts = {"trained": 0, "probed": 0, "reprobed": 0, "reused": 0, "transfer_ran": 0, "transfer_skipped": 0}
 
     # ------------------------------------------------------------------ the plan as phases
     def phases(self) -> List[Dict[str, Any]]:
@@ -148,8 +160,10 @@ class Study:
         if p["what"] == "transfer":
             return rec.get("iters") == self.spec.transfer_iters and rec.get("ckpt_id", self.ckpt_id(p)) == self.ckpt_id(p)
         if p["what"] == "probe":
-            return rec.get("ckpt") == p["ckpt"] and rec.get("data") == self.data and rec.get("size", self.size) == self.size
-        return True  # a cell: its identity is checked up front
+            return (rec.get("ckpt") == p["ckpt"] and rec.get("data") == self.data and rec.get("size", self.size) == self.size
+                    and (rec["status"] != "ok" or probes_current(p["path"].parent)))
+        # a cell: its identity is checked up front; a probe fix re-probes its export, never retrains it
+        return rec["status"] != "ok" or probes_current(p["path"].parent)
 
     def check_setting(self) -> None:
         """Refuse, before anything runs, cells trained under another setting (finished: cell.json;
@@ -188,6 +202,19 @@ class Study:
         except TrainingDiverged as e:  # a result of the shared setting: recorded, never retried
             rec.update(status="diverged", step=e.step, reason=_reason(e), pretrain_s=round(time.time() - t, 1))
         except Exception as e:  # noqa: BLE001 - one bad cell must not stop the study
+            rec.update(status="failed", reason=_reason(e))
+        write_json(path, rec)
+
+    def reprobe_cell(self, path: Path) -> None:
+        """A finished cell whose probe record is stale: the probes rerun on its export; the training
+        fields stay (the former numbers are kept under ``superseded_probes``)."""
+        rec = read_json(path) or {}
+        old = {k: rec.get(k) for k in ("knn", "linear", "probe_s", "warnings")}
+        self.counts["reprobed"] += 1
+        try:
+            rec.update(_probes(str(path.parent / "backbone.safetensors"), self.data, self.size, path.parent / "probes",
+                               self.spec.device), superseded_probes=old)
+        except Exception as e:  # noqa: BLE001
             rec.update(status="failed", reason=_reason(e))
         write_json(path, rec)
 
@@ -249,7 +276,10 @@ class Study:
             if time.time() - t0 > self.spec.max_minutes * 60:
                 left, cells_left = len(todo) - i, sum(q["what"] == "cell" for q in todo[i:])
                 break
-            if p["what"] == "cell":
+            if p["what"] == "cell" and (read_json(p["path"]) or {}).get("status") == "ok":
+                self.reprobe_cell(p["path"])
+                note = "re-probed (" + read_json(p["path"])["status"] + ")"
+            elif p["what"] == "cell":
                 self.run_cell(p["cell"], p["path"])
                 note = read_json(p["path"])["status"]
             elif p["what"] == "probe":
