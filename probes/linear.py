@@ -156,6 +156,12 @@ def sweep_should_stop(val_accs: Sequence[float], patience: Optional[int], min_ri
     return len(val_accs) - 1 - i_best >= patience and all(a < best for a in tail)
 
 
+def stops_here(accs: Sequence[float], n_grid: int, patience: Optional[int], n_val: int) -> bool:
+    """The sweep's stop decision after ``len(accs)`` of ``n_grid`` values: the one rule both
+    :func:`linear_probe` and :func:`sweep_is_current` apply."""
+    return len(accs) < n_grid and sweep_should_stop(accs, patience, rise_tolerance(accs[0], n_val))
+
+
 def sweep_is_current(rec: Dict) -> bool:
     """Whether today's stop rule would end a recorded sweep (a ``linear_probe`` result) where it
     ended: the record stands; else its L2 choice may differ and the probe must be rerun. Every fit
@@ -164,9 +170,8 @@ def sweep_is_current(rec: Dict) -> bool:
     accs = [float(p["val_top1"]) for p in rec.get("sweep") or []]
     if not accs:
         return True  # no sweep: a single L2 value
-    n, pat = len(rec["l2_values"]), rec.get("patience")
-    tol = rise_tolerance(accs[0], rec["n_val"])
-    stop = next((k for k in range(1, len(accs) + 1) if k < n and sweep_should_stop(accs[:k], pat, tol)), None)
+    n = len(rec["l2_values"])
+    stop = next((k for k in range(1, len(accs) + 1) if stops_here(accs[:k], n, rec.get("patience"), rec["n_val"])), None)
     return stop == (len(accs) if len(accs) < n else None)
 
 
@@ -229,8 +234,7 @@ def linear_probe(train_feats: ArrayLike, train_labels: ArrayLike, test_feats: Ar
             fits.append(init)
             acc = _acc(predict_scores(xv, *init), yv)
             sweep.append({"l2": l2, "C": l2_to_C(l2, int(tr_idx.numel())), "val_top1": acc})
-            accs = [p["val_top1"] for p in sweep]
-            if len(sweep) < len(l2_values) and sweep_should_stop(accs, patience, rise_tolerance(accs[0], int(va_idx.numel()))):
+            if stops_here([p["val_top1"] for p in sweep], len(l2_values), patience, int(va_idx.numel())):
                 sweep_end = (f"stopped past the peak: validation top-1 rose to {max(p['val_top1'] for p in sweep):.2f} % "
                              f"then stayed below it for {patience} values ({len(sweep)} of {len(l2_values)} values run)")
                 break
