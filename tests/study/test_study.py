@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from transfer.cli import main
-from transfer.errors import TaskUnavailable
+from transfer.errors import TaskUnavailable, UserError
 
 TINY = ["--set", "data.name=synthetic", "--set", "data.size=16", "--set", "optim.batch_size=32",
         "--set", "model.width=0.125", "--set", "model.proj_hidden=64", "--set", "model.proj_dim=32",
@@ -277,3 +277,36 @@ def test_diverged_cell_is_a_result_not_a_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr("transfer.study.run.Trainer", no_trainer)
     assert main(argv + ["--retry-failed"]) == 0
+
+
+def test_tuned_parameters_reach_one_variant_and_are_named_where_it_enters():
+    """A budget's per-variant value (``Budget.tuned``) reaches that variant's cells only, changes their
+    identity only, and is named in the row's label and in the EMA claim that pairs it with another
+    setting; a tuned entry that matches no cell is refused."""
+    from transfer.study.doc import _rows, claims
+    from transfer.study.plan import BUDGETS, cell_config, plan_cells
+    from transfer.trainer import run_identity
+
+    tuned = (("vicreg_exp", "grad", (("grad_lambd", 10.0),)),)
+    assert tuned[0] in BUDGETS["fmnist"].tuned  # the shipped budget carries it
+    cells = plan_cells(["vicreg_exp"], 2, tuned=tuned)
+    by = {(c.variant, c.seed): c for c in cells}
+    assert by[("grad", 1)].tuned == (("grad_lambd", 10.0),) and by[("grad_ema", 1)].tuned == () and by[("orig", 0)].tuned == ()
+    lam = {v: cell_config("demo_fmnist", 1.0, [], "x", by[(v, 0)])["method"]["params"]["grad_lambd"]
+           for v in ("grad", "grad_ema")}
+    assert lam == {"grad": 10.0, "grad_ema": 3.0}  # grad + EMA keeps the recipe's value
+    plain = plan_cells(["vicreg_exp"], 1)
+    ident = lambda cs, v: run_identity(cell_config("demo_fmnist", 1.0, [], "x", next(c for c in cs if c.variant == v)))
+    assert ident(cells, "grad") != ident(plain, "grad")
+    assert ident(cells, "grad_ema") == ident(plain, "grad_ema") and ident(cells, "orig") == ident(plain, "orig")
+
+    recs = [{"cell": c.cell_id, "status": "ok", "knn": 70.0 + c.seed + (2.0 if c.variant == "grad_ema" else 0.0),
+             "linear": 75.0 + c.seed} for c in cells]
+    rows = _rows(cells, recs, [], [])
+    assert {r["label"] for r in rows} == {"original loss", "grad, no EMA (grad_lambd 10)", "grad + EMA"}
+    ema = [c for c in claims(rows) if c["claim"] == "EMA vs no EMA"]
+    assert ema and all("settings differ: grad + EMA − grad, no EMA (grad_lambd 10)" in c["what"] for c in ema)
+    assert next(c for c in ema if c["metric"] == "knn")["mean"] == pytest.approx(2.0)
+    assert all("grad_lambd 10" in c["what"] for c in claims(rows) if c["claim"] == "grad vs original")
+    with pytest.raises(UserError, match="match no cell"):
+        plan_cells(["barlow_twins", "vicreg"], 1, tuned=(("vicreg", "grad", (("lambd", 1.0),)),))

@@ -256,7 +256,7 @@ def methods_spec(args: argparse.Namespace):
                      transfer_iters=b.transfer_iters if args.transfer_iters is None else args.transfer_iters,
                      tasks=tasks, variants=variants, overrides=list(b.overrides) + list(args.overrides),
                      device=args.device, max_minutes=args.max_minutes, retry_failed=args.retry_failed,
-                     budget=args.budget, command=_methods_command(args))
+                     budget=args.budget, command=_methods_command(args), tuned=b.tuned)
     for name, v in (("--epochs", spec.epochs), ("--seeds", spec.seeds), ("--transfer-iters", spec.transfer_iters)):
         if v <= 0:
             raise UserError(f"{name} must be positive, got {v}")
@@ -266,7 +266,7 @@ def methods_spec(args: argparse.Namespace):
 def run_methods(args: argparse.Namespace) -> int:
     spec = methods_spec(args)
     if args.dry_run:
-        cells = plan_cells(spec.methods, spec.seeds, spec.variants)
+        cells = plan_cells(spec.methods, spec.seeds, spec.variants, spec.tuned)
         cfg = cell_config(spec.recipe, spec.epochs, spec.overrides, spec.out, cells[0])
         n_train = len(build_dataset(cfg["data"]["name"], "train", cfg["data"]["root"]))
         n_tr = (sum(c.transfer for c in cells) + spec.seeds) * len(spec.tasks)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..checkpoint import atomic_write_text
 from . import paper
@@ -19,13 +19,19 @@ READING_START, READING_END = "<!-- reading:start -->", "<!-- reading:end -->"
 BUDGET_MARGIN = 10.0  # points of k-NN above random init every cell must reach
 
 
+def _tuned_label(tuned: Sequence[Tuple[str, Any]]) -> str:
+    """`` (grad_lambd 10)``: a variant's own parameter values, shown wherever its row is named."""
+    return f" ({', '.join(f'{k} {v:g}' if isinstance(v, float) else f'{k} {v}' for k, v in tuned)})" if tuned else ""
+
+
 def _rows(cells: Sequence[Cell], recs: List[Dict[str, Any]], transfer: List[Dict[str, Any]], tasks: List[str]):
     """One row per (name, variant): per-seed values and mean ± std."""
     by_id = {r["cell"]: r for r in recs}
     rows: Dict[tuple, Dict[str, Any]] = {}
     for c in cells:
         row = rows.setdefault((c.name, c.variant), {
-            "name": c.name, "variant": c.variant, "label": VARIANTS[c.variant], "family": c.family, "form": c.form,
+            "name": c.name, "variant": c.variant, "label": VARIANTS[c.variant] + _tuned_label(c.tuned),
+            "tuned": dict(c.tuned), "family": c.family, "form": c.form,
             "momentum": c.momentum, "transfer": c.transfer, "values": {m: {} for m in (*METRICS, *tasks)},
             "failed": [], "diverged": []})
         r = by_id.get(c.cell_id, {})
@@ -64,6 +70,7 @@ def _baselines(recs: List[Dict[str, Any]], transfer: List[Dict[str, Any]], tasks
 def claims(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Paired differences across seeds for the three claims, on k-NN and linear top-1."""
     get = {(r["name"], r["variant"]): r["values"] for r in rows}
+    labels = {(r["name"], r["variant"]): r["label"] for r in rows}
     grad_of = {m: r["name"] for r in rows if r["variant"] == "grad" for m in r["name"].split("=")}
     out: List[Dict[str, Any]] = []
 
@@ -74,12 +81,13 @@ def claims(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     for r in rows:  # 1. the gradient form against the method's original loss, with the same momentum choice
         v = "grad_ema" if r["momentum"] else "grad"  # MoCo / BYOL / DirectPred originals have the EMA encoder
         if r["variant"] == "orig" and r["name"] in grad_of and (grad_of[r["name"]], v) in get:
-            add("grad vs original", f"{grad_of[r['name']]} ({VARIANTS[v]}) − {r['name']} (original)",
+            add("grad vs original", f"{grad_of[r['name']]} ({labels[(grad_of[r['name']], v)]}) − {r['name']} (original)",
                 get[(grad_of[r["name"]], v)], r["values"])
     for r in rows:  # 2. the momentum encoder, per gradient rule (paired by seed; a family's rules each)
-        if r["variant"] == "grad" and (r["name"], "grad_ema") in get:
-            add("EMA vs no EMA", f"{r['name']} ({r['family']}): grad + EMA − grad", get[(r["name"], "grad_ema")],
-                r["values"])
+        e = next((x for x in rows if (x["name"], x["variant"]) == (r["name"], "grad_ema")), None)
+        if r["variant"] == "grad" and e is not None:
+            differ = "" if e["tuned"] == r["tuned"] else f" (settings differ: {e['label']} − {r['label']})"
+            add("EMA vs no EMA", f"{r['name']} ({r['family']}): grad + EMA − grad{differ}", e["values"], r["values"])
     for r in rows:  # 3. DirectPred's analytic predictor against trained ones
         if r["variant"].startswith("pred_") and (r["name"], "orig") in get:
             add("analytic vs trained predictor", f"{r['name']} (analytic) − {r['label']}",
@@ -122,6 +130,11 @@ def build_table(spec, cells: Sequence[Cell], records: Dict[str, Any], cfg: Dict[
                f"batch {o['batch_size']}, {o['name'].upper()} lr {o['base_lr']} × batch/256, wd {o['weight_decay']}, "
                f"{spec.epochs:g} epoch(s) per cell, EMA {cfg['ema']['base']} → {cfg['ema']['end']}; method parameters "
                f"from each `<method>_fmnist` recipe; {spec.seeds} seeds")
+    tuned = sorted({(c.name, c.variant, c.tuned) for c in cells if c.tuned})
+    if tuned:  # Budget.tuned: the one kind of exception to "identical", named in the setting itself
+        setting += ("; except, chosen per variant on the validation split (`transfer/study/plan.py`, the budget's "
+                    "`tuned`): "
+                    + "; ".join(f"{n} ({VARIANTS[v]}){_tuned_label(t)}" for n, v, t in tuned))
     precs = sorted({r.get("precision", "float32") for r in records["cells"] if r.get("status") == "ok"})
     if precs:  # records from before the key were trained in float32
         setting += f"; trained in {' and '.join(precs)} (`train.amp`)"
@@ -178,7 +191,8 @@ def render(table: Dict[str, Any], reading: Optional[str] = None) -> str:
            "## Regenerate", "", "```", table["command"] or "transfer bench methods ...", "```", "",
            "Finished phases are reused: rerunning the command resumes an interrupted study.", "",
            "## Budget", "",
-           f"- Setting (identical for every cell): {table['setting']}.",
+           f"- Setting (identical for every cell{'' if '; except,' not in table['setting'] else ', but for the exceptions it names'}): "
+           f"{table['setting']}.",
            f"- Cells: {table['cells']} (each distinct gradient rule once, without and with the momentum encoder; "
            f"each method's original loss; DirectPred's trained-predictor baselines). Rules shared by several "
            f"methods (same gradient on the same views, computed): {', '.join(table['shared_rules']) or 'none'}.",

@@ -40,7 +40,22 @@ class Budget:
     transfer_iters: int  # fine-tuning iterations per transfer run
     overrides: Tuple[str, ...] = ()
     note: str = ""
+    #: per-variant method parameters, ``((method, variant, ((key, value), ...)), ...)``: a rule
+    #: parameter chosen on the validation split for one variant where the recipe's value (chosen with
+    #: another variant) leaves it far lower there; shown in the row's label and in the claims it enters
+    tuned: Tuple[Tuple[str, str, Tuple[Tuple[str, Any], ...]], ...] = ()
 
+
+#: Each rule parameter's value per variant, the argmax of its own validation grid (k-NN monitor on
+#: the 5,000 validation queries carved from train, seed 0, 1 epoch at this budget; grids in the
+#: recipes ``configs/pretrain/<method>_fmnist.yaml``, which hold the value of the rule + EMA).
+#: VICReg-exp's rule without EMA: grad_lambd 1 / 3 / 5 / 10 / 30 -> 63.06 / 65.16 / 65.54 / 68.04 / 60.22
+#: (with EMA 0.3 / 1 / 3 / 5 / 10 -> 63.34 / 65.60 / 67.04 / 64.70 / 57.40: 3, the recipe's).
+#: VICReg-ctr's rule without EMA: 0.03 / 0.1 / 0.3 / 1 -> 65.94 / 78.34 / 76.62 / 74.00, the recipe's
+#: 0.1 as with EMA (69.04 / 74.70 / 72.46 / 47.42), so no entry.
+TUNED_FMNIST: Tuple[Tuple[str, str, Tuple[Tuple[str, Any], ...]], ...] = (
+    ("vicreg_exp", "grad", (("grad_lambd", 10.0),)),
+)
 
 #: ``fmnist``: the demo's setting (demo_fmnist: width-1/4 small ResNet-18 at 28 px, projector 512-128,
 #: batch 256, SGD lr 0.3, wd 5e-4, crop 0.4-1), 1 epoch per cell, EMA 0.99 -> 1 (base/fmnist's, for
@@ -50,7 +65,8 @@ class Budget:
 #: fmnist_det / fmnist_seg (README).
 BUDGETS: Dict[str, Budget] = {
     "fmnist": Budget("demo_fmnist", 1.0, 3, 400, ("ema.base=0.99",),
-                     "the demo's setting, 1 epoch per cell, 3 seeds; fmnist_det / fmnist_seg 400 iterations"),
+                     "the demo's setting, 1 epoch per cell, 3 seeds; fmnist_det / fmnist_seg 400 iterations",
+                     TUNED_FMNIST),
 }
 
 #: 2-core throughput for the time estimate: the demo's SimCLR step at batch 256 runs 1.5 steps/s
@@ -74,6 +90,7 @@ class Cell:
     momentum: bool
     params: Tuple[Tuple[str, Any], ...] = ()  # method parameters on top of the recipe's (the predictor)
     transfer: bool = False  # some method's default form: fine-tuned on the transfer tasks
+    tuned: Tuple[Tuple[str, Any], ...] = ()  # this variant's own parameter values (:attr:`Budget.tuned`)
 
     @property
     def cell_id(self) -> str:
@@ -116,10 +133,14 @@ def rule_groups(methods: Sequence[str], params: Optional[Dict[str, Dict[str, Any
     return groups
 
 
-def plan_cells(methods: Sequence[str], seeds: int, variants: Optional[Sequence[str]] = None) -> List[Cell]:
-    """Every cell, seed-major (a study stopped half-way has whole seeds, not whole methods)."""
+def plan_cells(methods: Sequence[str], seeds: int, variants: Optional[Sequence[str]] = None,
+               tuned: Sequence[Tuple[str, str, Tuple[Tuple[str, Any], ...]]] = ()) -> List[Cell]:
+    """Every cell, seed-major (a study stopped half-way has whole seeds, not whole methods);
+    ``tuned``: :attr:`Budget.tuned`, a variant's own parameter values (a rule's cell is named by the
+    first method of its group)."""
 
     variants = list(variants or VARIANTS)
+    own = {(m, v): tuple(p) for m, v, p in tuned}
     params = {m: recipe_params(m) for m in methods}
     per_seed: List[Cell] = []
     for m in methods:
@@ -141,7 +162,14 @@ def plan_cells(methods: Sequence[str], seeds: int, variants: Optional[Sequence[s
                 if v in variants:
                     per_seed.append(Cell(m, m, cls.family or m, v, 0, "loss", bool(cls.default_momentum),
                                          (("predictor", p),)))
-    return [Cell(c.name, c.method, c.family, c.variant, s, c.form, c.momentum, c.params, c.transfer)
+    unused = [k for k in own if k[0] in methods and k[1] in variants
+              and not any((c.method, c.variant) == k for c in per_seed)]
+    if unused:
+        raise UserError(f"tuned parameters for {unused[0][0]!r} ({unused[0][1]!r}) match no cell: a shared rule's "
+                        f"cells are named by the first method of its group, and the variant must be one of "
+                        f"{', '.join(VARIANTS)}")
+    return [Cell(c.name, c.method, c.family, c.variant, s, c.form, c.momentum, c.params, c.transfer,
+                 own.get((c.method, c.variant), ()))
             for s in range(seeds) for c in per_seed]
 
 
@@ -164,7 +192,8 @@ def cell_config(recipe: str, epochs: float, overrides: Sequence[str], out: str, 
              f"out_dir={out}/cells", f"optim.epochs={epochs}", "train.knn_every=0", "train.progress=false",
              *overrides]
     cfg = load_config(recipe, items)
-    cfg["method"]["params"] = {**recipe_params(cell.method), **cfg["method"]["params"], **dict(cell.params)}
+    cfg["method"]["params"] = {**recipe_params(cell.method), **cfg["method"]["params"], **dict(cell.params),
+                               **dict(cell.tuned)}
     validate(cfg)
     return cfg
 

@@ -22,7 +22,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import yaml
 from probes.linear import sweep_is_current
@@ -53,6 +53,7 @@ class StudySpec:
     retry_failed: bool = False
     budget: str = "custom"
     command: str = ""
+    tuned: Tuple[Tuple[str, str, Tuple[Tuple[str, Any], ...]], ...] = ()  # Budget.tuned
 
 
 def read_json(path: Path) -> Optional[Dict[str, Any]]:
@@ -113,7 +114,7 @@ def _probes(ckpt: str, data: str, size: int, out_dir: Path, device: str) -> Dict
 class Study:
     def __init__(self, spec: StudySpec, log: Callable[[str], None] = print) -> None:
         self.spec, self.log, self.out = spec, log, Path(spec.out)
-        self.cells = plan_cells(spec.methods, spec.seeds, spec.variants)
+        self.cells = plan_cells(spec.methods, spec.seeds, spec.variants, spec.tuned)
         if not self.cells:
             raise UserError("no cell to run: none of the methods has the requested variants")
         self.cfgs = {c.cell_id: cell_config(spec.recipe, spec.epochs, spec.overrides, spec.out, c) for c in self.cells}
