@@ -31,7 +31,7 @@ def fake_tasks(monkeypatch):
         calls.append((task, ckpt, seed))
         if task == "fmnist_seg":
             raise TaskUnavailable("data for fmnist_seg not found")
-        return {"AP": 10.0 + seed, "AP50": 20.0 + seed}
+        return {"AP": 10.0 + seed + (2.0 if "simclr" in ckpt else 0.0), "AP50": 20.0 + seed}
 
     monkeypatch.setattr("transfer.study.run.run_transfer_task", fake)
     return calls
@@ -86,6 +86,14 @@ def test_study_end_to_end_then_reuse(tmp_path, fake_tasks, monkeypatch, capsys):
     assert c["n"] == 2 and c["mean"] == pytest.approx((e[0] + e[1]) / 2)
     assert c["hi"] - c["lo"] == pytest.approx(12.7062 * abs(e[0] - e[1]), abs=1e-3)
 
+    # transfer against random init, paired by fine-tuning seed: SimCLR's fake AP is random's + 2 on
+    # every seed, BYOL's equals it; only default forms appear
+    g = {(x["what"], x["task"]): x for x in t["transfer_gains"]}
+    assert set(g) == {("simclr (original loss) − random init", "fmnist_det"), ("byol (original loss) − random init", "fmnist_det")}
+    assert g[("simclr (original loss) − random init", "fmnist_det")]["mean"] == pytest.approx(2.0)
+    assert g[("byol (original loss) − random init", "fmnist_det")]["mean"] == pytest.approx(0.0)
+    assert g[("byol (original loss) − random init", "fmnist_det")]["n"] == 2
+
     # the bar on each row's mean: the rows listed are exactly those whose mean misses it
     b = t["budget_check"]
     assert b["threshold"] == pytest.approx(b["random_knn"] + 10)
@@ -98,6 +106,7 @@ def test_study_end_to_end_then_reuse(tmp_path, fake_tasks, monkeypatch, capsys):
     assert "transfer bench methods --budget fmnist --epochs 0.1875" in text
     assert "random init + 10 points" in text and ("**held**" in text or "**did not hold**" in text)
     assert "| grad vs original |" in text and "interval" in text and "<!-- reading:start -->" in text
+    assert "| simclr (original loss) − random init | fmnist_det | 2 | +2.00 |" in text
     doc.write_text(text.replace("_To be written by a person", "A person wrote this. _To be written by a person"))
 
     # a rerun reuses every finished phase: no trainer, no probe, no det run; the skipped task is tried again

@@ -272,7 +272,8 @@ def run_methods(args: argparse.Namespace) -> int:
         n_tr = (sum(c.transfer for c in cells) + spec.seeds) * len(spec.tasks)
         for c in cells:
             print(f"  {c.cell_id:36s} {c.name:28s} form={c.form:4s} ema={'yes' if c.momentum else 'no '}"
-                  f"{'  + ' + ', '.join(spec.tasks) if c.transfer and spec.tasks else ''}")
+                  f"{'  + ' + ', '.join(spec.tasks) if c.transfer and spec.tasks else ''}"
+                  f"{'  ' + ' '.join(f'{k}={v}' for k, v in c.tuned) if c.tuned else ''}")
         prec = train_precision(cfg, resolve_device(spec.device))
         e = estimate(cells, spec.epochs, n_train, n_tr, spec.transfer_iters, bf16=prec == "bf16-autocast")
         print(f"{e['cells']} cells ({e['per_cell_s'] / 60:.1f} min each: pretraining + probes), {n_tr} transfer runs; "

@@ -95,6 +95,17 @@ def claims(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return out
 
 
+def transfer_gains(rows: List[Dict[str, Any]], base: List[Dict[str, Any]], tasks: Sequence[str]) -> List[Dict[str, Any]]:
+    """Each transferred row's score minus random init's, paired by fine-tuning seed (a cell's seed is
+    its fine-tuning seed, and random init's seed-``s`` run fine-tunes with seed ``s`` too)."""
+    rnd = next((b["values"] for b in base if b["name"] == "random init"), None)
+    if rnd is None:
+        return []
+    out = [{"what": f"{r['name']} ({r['label']}) − random init", "task": t, **paired_interval(r["values"][t], rnd[t])}
+           for r in rows if r["transfer"] for t in tasks if t in rnd]
+    return [g for g in out if g["n"]]  # a task skipped here (or not yet run) has no pair
+
+
 def budget_check(rows: List[Dict[str, Any]], base: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Every cell's k-NN >= random init (mean over seeds) + :data:`BUDGET_MARGIN`."""
     rnd = next((b["stats"]["knn"]["mean"] for b in base if b["name"] == "random init"), None)
@@ -140,7 +151,8 @@ def build_table(spec, cells: Sequence[Cell], records: Dict[str, Any], cfg: Dict[
         setting += f"; trained in {' and '.join(precs)} (`train.amp`)"
     return {"command": spec.command, "budget": spec.budget, "setting": setting, "tasks": spec.tasks,
             "transfer_iters": spec.transfer_iters, "cells": len(cells), "rows": rows, "baselines": base,
-            "claims": claims(rows), "budget_check": budget_check(rows, base), "time": times,
+            "claims": claims(rows), "transfer_gains": transfer_gains(rows, base, spec.tasks),
+            "budget_check": budget_check(rows, base), "time": times,
             "left": run["left"], "skipped": run["skipped"],
             "shared_rules": [r["name"] for r in rows if "=" in r["name"] and r["variant"] == "grad"]}
 
@@ -172,13 +184,24 @@ def rows_md(table: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _iv(c: Dict[str, Any]) -> str:
+    """``mean | [lo, hi]``: the two table cells of a paired interval."""
+    mean = "—" if c["mean"] is None else f"{c['mean']:+.2f}"
+    return mean + " | " + ("—" if c["lo"] is None else f"[{c['lo']:+.2f}, {c['hi']:+.2f}]")
+
+
 def claims_md(table: Dict[str, Any]) -> List[str]:
     lines = ["| claim | difference | probe | seeds | mean | 95 % t interval | label |", "|---|---|---|---|---|---|---|"]
     for c in table["claims"]:
-        iv = "—" if c["lo"] is None else f"[{c['lo']:+.2f}, {c['hi']:+.2f}]"
-        mean = "—" if c["mean"] is None else f"{c['mean']:+.2f}"
         lines.append(f"| {c['claim']} | {c['what']} | {'k-NN' if c['metric'] == 'knn' else 'linear'} | {c['n']} | "
-                     f"{mean} | {iv} | {c['label']} |")
+                     f"{_iv(c)} | {c['label']} |")
+    return lines
+
+
+def gains_md(table: Dict[str, Any]) -> List[str]:
+    lines = ["| difference | task | seeds | mean | 95 % t interval | label |", "|---|---|---|---|---|---|"]
+    for c in table.get("transfer_gains", []):
+        lines.append(f"| {c['what']} | {c['task']} | {c['n']} | {_iv(c)} | {c['label']} |")
     return lines
 
 
@@ -218,6 +241,10 @@ def render(table: Dict[str, Any], reading: Optional[str] = None) -> str:
     out += ["", "## Claims: paired differences across seeds", "",
             "Per seed, A − B on the same seed; mean and 95 % Student-t interval (n − 1 degrees of freedom). "
             "The label says only whether the interval excludes 0.", ""] + claims_md(table)
+    if table.get("transfer_gains"):
+        out += ["", "## Transfer: pretrained − random init, paired by fine-tuning seed", "",
+                "Per seed, the default form's score (box AP / mIoU) minus random init's with the same fine-tuning "
+                "seed; mean and 95 % Student-t interval.", ""] + gains_md(table)
     out += ["", "## Published, for reference", "", f"{paper.UNIGRAD_SOURCE}: original / grad, no EMA / grad + EMA.", "",
             "| method | original | grad, no EMA | grad + EMA |", "|---|---|---|---|"]
     out += [f"| {m} | " + " | ".join("—" if x is None else f"{x:.1f}" for x in v) + " |" for m, v in paper.UNIGRAD.items()]
