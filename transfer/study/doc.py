@@ -69,8 +69,7 @@ def _baselines(recs: List[Dict[str, Any]], transfer: List[Dict[str, Any]], tasks
 
 def claims(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Paired differences across seeds for the three claims, on k-NN and linear top-1."""
-    get = {(r["name"], r["variant"]): r["values"] for r in rows}
-    labels = {(r["name"], r["variant"]): r["label"] for r in rows}
+    by = {(r["name"], r["variant"]): r for r in rows}
     grad_of = {m: r["name"] for r in rows if r["variant"] == "grad" for m in r["name"].split("=")}
     out: List[Dict[str, Any]] = []
 
@@ -80,18 +79,18 @@ def claims(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
     for r in rows:  # 1. the gradient form against the method's original loss, with the same momentum choice
         v = "grad_ema" if r["momentum"] else "grad"  # MoCo / BYOL / DirectPred originals have the EMA encoder
-        if r["variant"] == "orig" and r["name"] in grad_of and (grad_of[r["name"]], v) in get:
-            add("grad vs original", f"{grad_of[r['name']]} ({labels[(grad_of[r['name']], v)]}) − {r['name']} (original)",
-                get[(grad_of[r["name"]], v)], r["values"])
+        g = by.get((grad_of.get(r["name"]), v))
+        if r["variant"] == "orig" and g is not None:
+            add("grad vs original", f"{g['name']} ({g['label']}) − {r['name']} (original)", g["values"], r["values"])
     for r in rows:  # 2. the momentum encoder, per gradient rule (paired by seed; a family's rules each)
-        e = next((x for x in rows if (x["name"], x["variant"]) == (r["name"], "grad_ema")), None)
+        e = by.get((r["name"], "grad_ema"))
         if r["variant"] == "grad" and e is not None:
             differ = "" if e["tuned"] == r["tuned"] else f" (settings differ: {e['label']} − {r['label']})"
             add("EMA vs no EMA", f"{r['name']} ({r['family']}): grad + EMA − grad{differ}", e["values"], r["values"])
     for r in rows:  # 3. DirectPred's analytic predictor against trained ones
-        if r["variant"].startswith("pred_") and (r["name"], "orig") in get:
+        if r["variant"].startswith("pred_") and (r["name"], "orig") in by:
             add("analytic vs trained predictor", f"{r['name']} (analytic) − {r['label']}",
-                get[(r["name"], "orig")], r["values"])
+                by[(r["name"], "orig")]["values"], r["values"])
     return out
 
 
@@ -151,7 +150,7 @@ def build_table(spec, cells: Sequence[Cell], records: Dict[str, Any], cfg: Dict[
         setting += f"; trained in {' and '.join(precs)} (`train.amp`)"
     return {"command": spec.command, "budget": spec.budget, "setting": setting, "tasks": spec.tasks,
             "transfer_iters": spec.transfer_iters, "cells": len(cells), "rows": rows, "baselines": base,
-            "claims": claims(rows), "transfer_gains": transfer_gains(rows, base, spec.tasks),
+            "exceptions": len(tuned), "claims": claims(rows), "transfer_gains": transfer_gains(rows, base, spec.tasks),
             "budget_check": budget_check(rows, base), "time": times,
             "left": run["left"], "skipped": run["skipped"],
             "shared_rules": [r["name"] for r in rows if "=" in r["name"] and r["variant"] == "grad"]}
@@ -214,7 +213,7 @@ def render(table: Dict[str, Any], reading: Optional[str] = None) -> str:
            "## Regenerate", "", "```", table["command"] or "transfer bench methods ...", "```", "",
            "Finished phases are reused: rerunning the command resumes an interrupted study.", "",
            "## Budget", "",
-           f"- Setting (identical for every cell{'' if '; except,' not in table['setting'] else ', but for the exceptions it names'}): "
+           f"- Setting (identical for every cell{', but for the exceptions it names' if table.get('exceptions') else ''}): "
            f"{table['setting']}.",
            f"- Cells: {table['cells']} (each distinct gradient rule once, without and with the momentum encoder; "
            f"each method's original loss; DirectPred's trained-predictor baselines). Rules shared by several "
